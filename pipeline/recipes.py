@@ -1,0 +1,89 @@
+"""Recipes: one YAML per model in recipes/models/, the target definitions in recipes/targets.yaml.
+
+Light on purpose (yaml + jsonschema only): the Snakemake process imports it to build the DAG.
+"""
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+RECIPES = ROOT / "recipes"
+SCHEMAS = Path(__file__).resolve().parent / "schemas"
+
+
+class RecipeError(ValueError):
+    """A problem with a recipe or a config value, worded for the user, with the fix."""
+
+
+def load_schema(name: str) -> dict:
+    return yaml.safe_load((SCHEMAS / name).read_text())
+
+
+def available() -> list[str]:
+    return sorted(p.stem for p in (RECIPES / "models").glob("*.yaml"))
+
+
+def load(name: str) -> dict:
+    path = RECIPES / "models" / f"{name}.yaml"
+    if not path.is_file():
+        raise RecipeError(f"unknown model '{name}': no recipes/models/{name}.yaml. "
+                          f"Pick one of: {', '.join(available())}, or add a recipe for it.")
+    recipe = yaml.safe_load(path.read_text())
+    errors = sorted(jsonschema.Draft202012Validator(load_schema("recipe.schema.yaml")).iter_errors(recipe),
+                    key=lambda e: list(e.path))
+    if errors:
+        error = errors[0]
+        where = "/".join(str(p) for p in error.path) or "top level"
+        raise RecipeError(f"recipes/models/{name}.yaml: {where}: {error.message}. "
+                          f"Fix the recipe (schema: pipeline/schemas/recipe.schema.yaml).")
+    if recipe["name"] != name:
+        raise RecipeError(f"recipes/models/{name}.yaml says name '{recipe['name']}': the name must match the file.")
+    if recipe["source"].startswith("fixture://") and "fixture" not in recipe:
+        raise RecipeError(f"recipes/models/{name}.yaml: a fixture:// source needs a `fixture:` block.")
+    return recipe
+
+
+def load_supported(name: str) -> dict:
+    recipe = load(name)
+    if "unsupported" in recipe:
+        raise RecipeError(f"model '{name}' is not supported: {recipe['unsupported']}")
+    return recipe
+
+
+def targets() -> dict:
+    return yaml.safe_load((RECIPES / "targets.yaml").read_text())
+
+
+def thresholds(recipe: dict, precision: str) -> dict:
+    merged = dict(targets()["thresholds"][precision])
+    merged.update(recipe.get("thresholds", {}).get(precision, {}))
+    return merged
+
+
+def source(recipe: dict, config_sources: dict) -> str:
+    """The source to pull: the config's override for this model, else the recipe's pinned one."""
+    return config_sources.get(recipe["name"], recipe["source"])
+
+
+def validate_config(config: dict) -> dict:
+    """Check the run configuration against its schema; fill in defaults. One error, named, with the fix."""
+    schema = load_schema("config.schema.yaml")
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(config), key=lambda e: list(e.path))
+    if errors:
+        error = errors[0]
+        where = "/".join(str(p) for p in error.path) or "top level"
+        raise RecipeError(f"config {where}: {error.message}. Allowed keys: {', '.join(schema['properties'])} "
+                          f"(schema: pipeline/schemas/config.schema.yaml).")
+    filled = {key: spec["default"] for key, spec in schema["properties"].items() if "default" in spec}
+    filled.update(config)
+    for key, spec in schema["properties"].items():
+        if spec.get("type") == "object" and "properties" in spec:
+            filled[key] = {**{k: v["default"] for k, v in spec["properties"].items() if "default" in v},
+                           **filled.get(key, {})}
+    for name in filled["models"]:
+        load_supported(name)
+    for name in filled["sources"]:
+        if name not in filled["models"]:
+            raise RecipeError(f"config sources names '{name}', which is not in models {filled['models']}.")
+    return filled
