@@ -1,0 +1,171 @@
+"""What a checkpoint folder is, read from its own files, and whether it is sound. No torch needed.
+
+Checks run before any converter sees the folder: they turn a bad download or a wrong folder into a one-line
+error that names the fix, instead of a stack trace deep inside a toolchain.
+"""
+import json
+import struct
+from pathlib import Path
+
+# Architectures as the hub's config.json names them -> transformers model_type.
+SUPPORTED = {"Phi3ForCausalLM": "phi3", "PhiMoEForCausalLM": "phimoe"}
+REFUSED = {
+    "Phi3SmallForCausalLM": "Phi-3-small needs remote code and a tiktoken tokenizer (trust_remote_code)",
+    "Phi3VForCausalLM": "Phi-3.5-vision is multimodal and needs remote code",
+}
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")
+
+
+class CheckpointError(ValueError):
+    """The checkpoint folder cannot be used; the message says why and what to do."""
+
+
+def read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{path.parent}: no {path.name}. Point the source at a full checkpoint folder.")
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"{path}: not valid JSON ({error}). Download the file again.")
+
+
+def safetensors_header(path: Path) -> dict:
+    """The tensor table of a .safetensors file, after checking the file holds every byte the table promises."""
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        raw = f.read(8)
+        if len(raw) < 8:
+            raise CheckpointError(f"{path}: truncated safetensors file ({size} bytes). Download it again.")
+        (header_len,) = struct.unpack("<Q", raw)
+        if header_len > size - 8:
+            raise CheckpointError(f"{path}: truncated safetensors file (header says {header_len} bytes, file "
+                                  f"has {size}). Download it again.")
+        try:
+            header = json.loads(f.read(header_len))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise CheckpointError(f"{path}: corrupt safetensors header. Download it again.")
+    header.pop("__metadata__", None)
+    end = max((t["data_offsets"][1] for t in header.values()), default=0)
+    if 8 + header_len + end != size:
+        raise CheckpointError(f"{path}: truncated or padded safetensors file ({size} bytes, expected "
+                              f"{8 + header_len + end}). Download it again.")
+    return header
+
+
+def weight_files(folder: Path) -> list[Path]:
+    index = folder / "model.safetensors.index.json"
+    if index.exists():
+        names = sorted(set(read_json(index)["weight_map"].values()))
+        missing = [n for n in names if not (folder / n).exists()]
+        if missing:
+            raise CheckpointError(f"{folder}: shards named in model.safetensors.index.json are missing: "
+                                  f"{', '.join(missing)}. Download them again.")
+        return [folder / n for n in names]
+    files = sorted(folder.glob("*.safetensors"))
+    if files:
+        return files
+    pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if pickles:
+        raise CheckpointError(f"{folder}: only pickle weights ({', '.join(pickles)}); phi-forge loads safetensors "
+                              f"only, since pickle files can run code. Use a revision that has .safetensors "
+                              f"files, or convert them yourself with a tool you trust.")
+    raise CheckpointError(f"{folder}: no weights (*.safetensors). Point the source at a full checkpoint folder.")
+
+
+def tensor_table(folder: Path) -> dict[str, dict]:
+    table = {}
+    for path in weight_files(folder):
+        table.update(safetensors_header(path))
+    return table
+
+
+def architecture(config: dict, folder: Path) -> str:
+    names = config.get("architectures") or []
+    for name in names:
+        if name in REFUSED:
+            raise CheckpointError(f"{folder}: unsupported architecture {name}: {REFUSED[name]}. "
+                                  f"Supported: {', '.join(SUPPORTED)}.")
+    supported = [n for n in names if n in SUPPORTED]
+    if not supported:
+        raise CheckpointError(f"{folder}: unsupported architecture {names or 'none given'}; phi-forge converts "
+                              f"{', '.join(SUPPORTED)}. Pick a Phi-3 / Phi-3.5 / Phi-4-mini checkpoint.")
+    return supported[0]
+
+
+def expected_shapes(config: dict) -> dict[str, list[int]]:
+    """Shapes the config implies for tensors every Phi checkpoint has, in the hub's tensor names."""
+    hidden, heads = config["hidden_size"], config["num_attention_heads"]
+    head_dim = config.get("head_dim") or hidden // heads
+    kv = config.get("num_key_value_heads") or heads
+    last = config["num_hidden_layers"] - 1
+    shapes = {"model.embed_tokens.weight": [config["vocab_size"], hidden],
+              f"model.layers.{last}.input_layernorm.weight": [hidden]}
+    if config.get("model_type") == "phimoe":
+        shapes[f"model.layers.{last}.self_attn.k_proj.weight"] = [kv * head_dim, hidden]
+    else:
+        shapes[f"model.layers.{last}.self_attn.qkv_proj.weight"] = [(heads + 2 * kv) * head_dim, hidden]
+        shapes[f"model.layers.{last}.mlp.down_proj.weight"] = [hidden, config["intermediate_size"]]
+    return shapes
+
+
+def verify(folder: Path) -> dict:
+    """Check a checkpoint folder; return its config. Raises CheckpointError with the fix in the message."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CheckpointError(f"{folder}: no such folder. Check the path given as the model's source.")
+    config = read_json(folder / "config.json")
+    architecture(config, folder)
+    table = tensor_table(folder)
+    for name, shape in expected_shapes(config).items():
+        if name not in table:
+            raise CheckpointError(f"{folder}: config.json does not match the weights: tensor {name} is missing "
+                                  f"(config says {config['num_hidden_layers']} layers). Use the config.json that "
+                                  f"came with these weights.")
+        if table[name]["shape"] != shape:
+            raise CheckpointError(f"{folder}: config.json does not match the weights: {name} is "
+                                  f"{table[name]['shape']}, config implies {shape}. Use the config.json that came "
+                                  f"with these weights.")
+    if f"model.layers.{config['num_hidden_layers']}.input_layernorm.weight" in table:
+        raise CheckpointError(f"{folder}: config.json does not match the weights: the weights have more than "
+                              f"{config['num_hidden_layers']} layers. Use the config.json that came with them.")
+    if not any((folder / name).exists() for name in TOKENIZER_FILES):
+        raise CheckpointError(f"{folder}: no tokenizer ({' or '.join(TOKENIZER_FILES)}). Include the tokenizer "
+                              f"files of the checkpoint.")
+    return config
+
+
+def facts(folder: Path, overrides: dict | None = None) -> dict:
+    """What targets need to know, from the checkpoint's own files; a recipe's `overrides` win."""
+    folder = Path(folder)
+    config = read_json(folder / "config.json")
+    tokenizer_config = read_json(folder / "tokenizer_config.json")
+    generation = read_json(folder / "generation_config.json") if (folder / "generation_config.json").exists() else {}
+    eos = generation.get("eos_token_id", config.get("eos_token_id"))
+    eos_ids = eos if isinstance(eos, list) else [eos]
+    names = {int(i): entry["content"] for i, entry in tokenizer_config.get("added_tokens_decoder", {}).items()}
+    rope = config.get("rope_scaling") or {}
+    found = {
+        "architecture": architecture(config, folder),
+        "model_type": config["model_type"],
+        "chat_template": tokenizer_config.get("chat_template"),
+        "stop_token_ids": eos_ids,
+        "stop_tokens": [names.get(i) for i in eos_ids],
+        "context_length": config["max_position_embeddings"],
+        "original_context_length": config.get("original_max_position_embeddings",
+                                              rope.get("original_max_position_embeddings")),
+        "sliding_window": config.get("sliding_window"),
+        "rope_type": rope.get("type") or rope.get("rope_type"),
+        "vocab_size": config["vocab_size"],
+        "tied_embeddings": bool(config.get("tie_word_embeddings")),
+        "weights_bytes": sum(p.stat().st_size for p in weight_files(folder)),
+    }
+    for key, value in (overrides or {}).items():
+        found[key] = value
+    if overrides and "stop_tokens" in overrides:
+        ids = {content: i for i, content in names.items()}
+        unknown = [t for t in overrides["stop_tokens"] if t not in ids]
+        if unknown:
+            raise CheckpointError(f"recipe overrides stop_tokens {unknown}, which the tokenizer does not have.")
+        found["stop_token_ids"] = [ids[t] for t in overrides["stop_tokens"]]
+    return found
