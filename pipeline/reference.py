@@ -1,0 +1,117 @@
+"""The float32 PyTorch reference every artifact is compared with.
+
+For each prompt of the prompt set (pipeline.prompts) it stores the token ids, the greedy continuation (chat
+prompts), and per position the top-k logits and the log-sum-exp of the full distribution.
+
+    python -m pipeline.reference --checkpoint artifacts/<model>/checkpoint --out artifacts/<model>/reference
+"""
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from pipeline import checkpoint, prompts, task
+from pipeline.atomic import atomic_dir
+from pipeline.cli import run_cli
+
+
+def load(folder: Path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    return tokenizer, model.eval()
+
+
+@torch.no_grad()
+def teacher_forced(model, ids: list[int], top_k: int) -> dict[str, torch.Tensor]:
+    logits = model(torch.tensor([ids])).logits[0].float()
+    values, indices = logits.topk(top_k, dim=-1)
+    return {"topk_logits": values.contiguous(), "topk_ids": indices.to(torch.int32).contiguous(),
+            "logsumexp": logits.logsumexp(-1).contiguous()}
+
+
+@torch.no_grad()
+def nll(model, ids: list[int]) -> float:
+    input_ids = torch.tensor([ids])
+    return model(input_ids, labels=input_ids).loss.item()
+
+
+@torch.no_grad()
+def greedy(model, ids: list[int], stop_ids: list[int], max_new_tokens: int) -> list[int]:
+    out = model.generate(torch.tensor([ids]), max_new_tokens=max_new_tokens, do_sample=False,
+                         eos_token_id=stop_ids, pad_token_id=stop_ids[0])
+    return out[0, len(ids):].tolist()
+
+
+def run(folder: Path, out: Path, max_new_tokens: int, top_k: int, log=print) -> dict:
+    facts = checkpoint.facts(folder)
+    tokenizer, model = load(folder)
+    stop_ids = facts["stop_token_ids"]
+    prompt_set = prompts.build(facts, lambda text: tokenizer.encode(text),
+                               lambda messages: prompts.chat_ids(tokenizer, messages))
+    tensors, records = {}, []
+    for prompt in prompt_set:
+        started = time.perf_counter()
+        record = {key: prompt[key] for key in ("kind", "name", "messages", "answer") if key in prompt}
+        record["prompt_ids"] = prompt["ids"]
+        sequence = prompt["ids"]
+        if prompt["kind"] == "chat":
+            generated = greedy(model, prompt["ids"], stop_ids, max_new_tokens)
+            stopped = bool(generated) and generated[-1] in stop_ids
+            text = tokenizer.decode(generated[:-1] if stopped else generated, skip_special_tokens=False)
+            record.update(generated_ids=generated, generated_text=text, stopped=stopped,
+                          stop_token_id=generated[-1] if stopped else None,
+                          answered=stopped and task.is_answered(prompt["answer"], text))
+            sequence = prompt["ids"] + generated
+        else:
+            record["perplexity"] = math.exp(nll(model, sequence))
+        record["sequence_length"] = len(sequence)
+        for key, value in teacher_forced(model, sequence, top_k).items():
+            tensors[f"{prompt['name']}.{key}"] = value
+        records.append(record)
+        log(f"{prompt['name']}: {len(sequence)} tokens, {time.perf_counter() - started:.1f}s"
+            + (f", answered={record['answered']} stopped={record['stopped']}" if prompt["kind"] == "chat" else
+               f", perplexity={record['perplexity']:.3f}"))
+    import transformers
+    chat = [r for r in records if r["kind"] == "chat"]
+    reference = {
+        "runtime": {"name": "transformers", "version": transformers.__version__, "torch": torch.__version__},
+        "dtype": "float32",
+        "top_k": top_k,
+        "max_new_tokens": max_new_tokens,
+        "facts": facts,
+        "summary": {"answered": sum(r["answered"] for r in chat), "stopped": sum(r["stopped"] for r in chat),
+                    "chat_prompts": len(chat),
+                    "perplexity": {r["name"]: r["perplexity"] for r in records if "perplexity" in r}},
+        "prompts": records,
+    }
+    with atomic_dir(out) as scratch:
+        save_file(tensors, str(scratch / "logits.safetensors"))
+        (scratch / "reference.json").write_text(json.dumps(reference, indent=1) + "\n")
+    return reference
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True, type=Path)
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--top-k", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    checkpoint.verify(args.checkpoint)
+    reference = run(args.checkpoint, args.out, args.max_new_tokens, args.top_k)
+    summary = reference["summary"]
+    print(f"reference: {summary['answered']}/{summary['chat_prompts']} answered, "
+          f"{summary['stopped']}/{summary['chat_prompts']} stopped on their own")
+
+
+if __name__ == "__main__":
+    run_cli(main)

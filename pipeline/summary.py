@@ -1,0 +1,45 @@
+"""The one-screen table a run ends with: per model, where it came from and how its reference did.
+
+    python -m pipeline.summary --out artifacts/summary.md fixture-phi-3-mini-4k fixture-phi-3-mini-128k
+"""
+import argparse
+import json
+from pathlib import Path
+
+from pipeline.atomic import atomic_file
+
+ARTIFACTS = Path("artifacts")
+
+
+def row(model: str, artifacts: Path) -> list[str]:
+    provenance = json.loads((artifacts / model / "provenance.json").read_text())
+    reference = json.loads((artifacts / model / "reference" / "reference.json").read_text())
+    summary = reference["summary"]
+    revision = provenance.get("revision_resolved", "local")[:12]
+    size_mb = sum(f["size"] for name, f in provenance["files"].items() if name.endswith(".safetensors")) / 2**20
+    chats = summary["chat_prompts"]
+    perplexity = ", ".join(f"{name} {value:.2f}" for name, value in summary["perplexity"].items())
+    return [model, provenance["recipe_source"], revision, f"{size_mb:.1f} MB",
+            f"{summary['answered']}/{chats}", f"{summary['stopped']}/{chats}", perplexity]
+
+
+def table(models: list[str], artifacts: Path = ARTIFACTS) -> str:
+    header = ["model", "source", "revision", "weights", "task answered", "stopped at end token", "perplexity"]
+    rows = [header, ["---"] * len(header)] + [row(model, artifacts) for model in models]
+    return "\n".join("| " + " | ".join(cells) + " |" for cells in rows) + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--artifacts", type=Path, default=ARTIFACTS)
+    parser.add_argument("models", nargs="+")
+    args = parser.parse_args(argv)
+    text = "# phi-forge summary\n\nFloat32 PyTorch reference per model.\n\n" + table(args.models, args.artifacts)
+    with atomic_file(args.out) as tmp:
+        tmp.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
