@@ -1,0 +1,26 @@
+# phi-forge: pull a Phi checkpoint, convert it for every runtime, prove each artifact in its runtime, publish.
+#
+#   snakemake --cores 4 all                                   # the embedded default: the fixture family
+#   snakemake --cores 4 all --config models='[phi-3.5-mini-instruct]'   # a real model from the Hub
+#
+# Each stage is a rules/<stage>.smk file calling `python -m pipeline.<stage>`, which a person can run by hand.
+
+include: "rules/common.smk"
+
+rule all:
+    input:
+        expand("artifacts/{model}/reference", model=MODELS),
+        "artifacts/summary.md",
+
+include: "rules/envs.smk"
+include: "rules/checkpoint.smk"
+include: "rules/reference.smk"
+include: "rules/summary.smk"
+
+onsuccess:
+    summary = Path("artifacts/summary.md")
+    if summary.exists():
+        print(summary.read_text())
+
+onerror:
+    report_failure()

@@ -1,0 +1,44 @@
+# The checkpoint every target starts from: built (fixtures) or pulled (hub, local folder), then verified.
+rule fixture:
+    input:
+        env=".envs/torch/ready",
+    output:
+        directory("artifacts/{model}/fixture"),
+    log:
+        "logs/{model}/fixture.log",
+    benchmark:
+        "benchmarks/{model}/fixture.tsv"
+    threads: 1  # the trainer pins one thread so the weights are the same on every machine
+    resources:
+        mem_mb=3000,
+    shell:
+        "{TORCH} -m pipeline.fixtures --recipe {wildcards.model} --out {output} > {log} 2>&1"
+
+
+def pull_inputs(wildcards):
+    return {"fixture": f"artifacts/{wildcards.model}/fixture"} if is_fixture(wildcards.model) else {}
+
+
+def pull_source(wildcards, input):
+    return input.fixture if is_fixture(wildcards.model) else source_of(wildcards.model)
+
+
+rule pull:
+    input:
+        unpack(pull_inputs),
+    output:
+        checkpoint=directory("artifacts/{model}/checkpoint"),
+        provenance="artifacts/{model}/provenance.json",
+    params:
+        source=pull_source,
+        recipe_source=lambda wildcards: source_of(wildcards.model),
+    log:
+        "logs/{model}/pull.log",
+    benchmark:
+        "benchmarks/{model}/pull.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+    shell:
+        "{PYTHON} -m pipeline.pull --source {params.source:q} --recipe-source {params.recipe_source:q}"
+        " --out {output.checkpoint} --provenance {output.provenance} > {log} 2>&1"

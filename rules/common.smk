@@ -1,0 +1,52 @@
+# Configuration, validated against pipeline/schemas/config.schema.yaml before anything runs.
+import sys
+import time
+from pathlib import Path
+
+from pipeline import recipes, resources
+from pipeline.checkpoint import CheckpointError, verify
+
+configfile: "config/config.yaml"
+
+try:
+    config.update(recipes.validate_config(config))
+except recipes.RecipeError as error:
+    sys.exit(f"phi-forge: error: {error}")
+
+MODELS = config["models"]
+RECIPES = {name: recipes.load(name) for name in MODELS}
+PYTHON = sys.executable  # the workflow environment: stages that need no torch run here
+TORCH = ".envs/torch/bin/python"  # the toolchain environment of the fixture and reference stages
+RUN_STARTED = time.time()
+
+wildcard_constraints:
+    model="|".join(map(re.escape, MODELS)),
+
+
+def source_of(model):
+    return recipes.source(RECIPES[model], config["sources"])
+
+
+def is_fixture(model):
+    return source_of(model).startswith("fixture://")
+
+
+# A local folder is checked now, so a wrong path or broken weights stop the run before anything is written.
+for _model in MODELS:
+    if not is_fixture(_model) and not source_of(_model).startswith("hf://"):
+        try:
+            verify(Path(source_of(_model)))
+        except CheckpointError as error:
+            sys.exit(f"phi-forge: error: {error}")
+
+
+def report_failure():
+    """After a failed run: repeat each stage's one-line error, drop model folders a failed job left empty."""
+    for log in sorted(Path("logs").rglob("*.log")):
+        if log.stat().st_mtime >= RUN_STARTED:
+            for line in log.read_text(errors="replace").splitlines():
+                if line.startswith("phi-forge: error:"):
+                    print(line, file=sys.stderr)
+    for folder in Path("artifacts").glob("*"):
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()

@@ -1,0 +1,15 @@
+# Each toolchain runs in its own locked virtual environment, created on first use from envs/<toolchain>.lock.
+rule toolchain_env:
+    input:
+        "envs/{toolchain}.lock",
+    output:
+        ".envs/{toolchain}/ready",
+    log:
+        "logs/envs/{toolchain}.log",
+    benchmark:
+        "benchmarks/envs/{toolchain}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+    shell:
+        "{PYTHON} -m pipeline.envs create {wildcards.toolchain} > {log} 2>&1"

@@ -1,0 +1,20 @@
+# The float32 PyTorch reference: token ids, greedy continuations, top-k logits per position.
+rule reference:
+    input:
+        checkpoint="artifacts/{model}/checkpoint",
+        env=".envs/torch/ready",
+    output:
+        directory("artifacts/{model}/reference"),
+    params:
+        max_new_tokens=config["reference"]["max_new_tokens"],
+        top_k=config["reference"]["top_k"],
+    log:
+        "logs/{model}/reference.log",
+    benchmark:
+        "benchmarks/{model}/reference.tsv"
+    threads: 2
+    resources:
+        mem_mb=lambda wildcards, input: resources.reference_mem_mb(input.checkpoint),
+    shell:
+        "{TORCH} -m pipeline.reference --checkpoint {input.checkpoint} --out {output} --threads {threads}"
+        " --max-new-tokens {params.max_new_tokens} --top-k {params.top_k} > {log} 2>&1"
