@@ -7,6 +7,10 @@
 
 include: "rules/common.smk"
 
+# Every rule needs only Python 3.11 with venv: the toolchain environments are made by rule toolchain_env.
+# With --software-deployment-method apptainer a cluster runs each job in this image.
+container: "docker://python:3.11-slim-bookworm"
+
 rule all:
     input:
         expand("artifacts/{model}/reference", model=MODELS),

@@ -20,6 +20,14 @@ def load_schema(name: str) -> dict:
     return yaml.safe_load((SCHEMAS / name).read_text())
 
 
+def check_schema(instance, schema: dict, what: str, fix: str):
+    """Raise the first schema violation as one line: where it is, what is wrong, how to fix it."""
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(instance), key=lambda e: list(e.path))
+    if errors:
+        where = "/".join(str(p) for p in errors[0].path) or "top level"
+        raise RecipeError(f"{what} {where}: {errors[0].message}. {fix}")
+
+
 def available() -> list[str]:
     return sorted(p.stem for p in (RECIPES / "models").glob("*.yaml"))
 
@@ -30,13 +38,8 @@ def load(name: str) -> dict:
         raise RecipeError(f"unknown model '{name}': no recipes/models/{name}.yaml. "
                           f"Pick one of: {', '.join(available())}, or add a recipe for it.")
     recipe = yaml.safe_load(path.read_text())
-    errors = sorted(jsonschema.Draft202012Validator(load_schema("recipe.schema.yaml")).iter_errors(recipe),
-                    key=lambda e: list(e.path))
-    if errors:
-        error = errors[0]
-        where = "/".join(str(p) for p in error.path) or "top level"
-        raise RecipeError(f"recipes/models/{name}.yaml: {where}: {error.message}. "
-                          f"Fix the recipe (schema: pipeline/schemas/recipe.schema.yaml).")
+    check_schema(recipe, load_schema("recipe.schema.yaml"), f"recipes/models/{name}.yaml",
+                 "Fix the recipe (schema: pipeline/schemas/recipe.schema.yaml).")
     if recipe["name"] != name:
         raise RecipeError(f"recipes/models/{name}.yaml says name '{recipe['name']}': the name must match the file.")
     if recipe["source"].startswith("fixture://") and "fixture" not in recipe:
@@ -69,12 +72,8 @@ def source(recipe: dict, config_sources: dict) -> str:
 def validate_config(config: dict) -> dict:
     """Check the run configuration against its schema; fill in defaults. One error, named, with the fix."""
     schema = load_schema("config.schema.yaml")
-    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(config), key=lambda e: list(e.path))
-    if errors:
-        error = errors[0]
-        where = "/".join(str(p) for p in error.path) or "top level"
-        raise RecipeError(f"config {where}: {error.message}. Allowed keys: {', '.join(schema['properties'])} "
-                          f"(schema: pipeline/schemas/config.schema.yaml).")
+    check_schema(config, schema, "config", f"Allowed keys: {', '.join(schema['properties'])} "
+                                           f"(schema: pipeline/schemas/config.schema.yaml).")
     filled = {key: spec["default"] for key, spec in schema["properties"].items() if "default" in spec}
     filled.update(config)
     for key, spec in schema["properties"].items():

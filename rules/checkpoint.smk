@@ -8,19 +8,13 @@ rule fixture:
         "logs/{model}/fixture.log",
     benchmark:
         "benchmarks/{model}/fixture.tsv"
+    params:
+        python=TORCH,
     threads: 1  # the trainer pins one thread so the weights are the same on every machine
     resources:
         mem_mb=3000,
     shell:
-        "{TORCH} -m pipeline.fixtures --recipe {wildcards.model} --out {output} > {log} 2>&1"
-
-
-def pull_inputs(wildcards):
-    return {"fixture": f"artifacts/{wildcards.model}/fixture"} if is_fixture(wildcards.model) else {}
-
-
-def pull_source(wildcards, input):
-    return input.fixture if is_fixture(wildcards.model) else source_of(wildcards.model)
+        "{params.python} -m pipeline.fixtures --recipe {wildcards.model} --out {output} > {log} 2>&1"
 
 
 rule pull:
@@ -30,6 +24,7 @@ rule pull:
         checkpoint=directory("artifacts/{model}/checkpoint"),
         provenance="artifacts/{model}/provenance.json",
     params:
+        python=PYTHON,
         source=pull_source,
         recipe_source=lambda wildcards: source_of(wildcards.model),
     log:
@@ -40,5 +35,5 @@ rule pull:
     resources:
         mem_mb=1000,
     shell:
-        "{PYTHON} -m pipeline.pull --source {params.source:q} --recipe-source {params.recipe_source:q}"
+        "{params.python} -m pipeline.pull --source {params.source:q} --recipe-source {params.recipe_source:q}"
         " --out {output.checkpoint} --provenance {output.provenance} > {log} 2>&1"

@@ -31,6 +31,14 @@ def is_fixture(model):
     return source_of(model).startswith("fixture://")
 
 
+def pull_inputs(wildcards):
+    return {"fixture": f"artifacts/{wildcards.model}/fixture"} if is_fixture(wildcards.model) else {}
+
+
+def pull_source(wildcards, input):
+    return input.fixture if is_fixture(wildcards.model) else source_of(wildcards.model)
+
+
 # A local folder is checked now, so a wrong path or broken weights stop the run before anything is written.
 for _model in MODELS:
     if not is_fixture(_model) and not source_of(_model).startswith("hf://"):

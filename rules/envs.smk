@@ -8,8 +8,10 @@ rule toolchain_env:
         "logs/envs/{toolchain}.log",
     benchmark:
         "benchmarks/envs/{toolchain}.tsv"
+    params:
+        python=PYTHON,
     threads: 1
     resources:
         mem_mb=2000,
     shell:
-        "{PYTHON} -m pipeline.envs create {wildcards.toolchain} > {log} 2>&1"
+        "{params.python} -m pipeline.envs create {wildcards.toolchain} > {log} 2>&1"

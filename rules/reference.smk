@@ -6,6 +6,7 @@ rule reference:
     output:
         directory("artifacts/{model}/reference"),
     params:
+        python=TORCH,
         max_new_tokens=config["reference"]["max_new_tokens"],
         top_k=config["reference"]["top_k"],
     log:
@@ -16,5 +17,5 @@ rule reference:
     resources:
         mem_mb=lambda wildcards, input: resources.reference_mem_mb(input.checkpoint),
     shell:
-        "{TORCH} -m pipeline.reference --checkpoint {input.checkpoint} --out {output} --threads {threads}"
+        "{params.python} -m pipeline.reference --checkpoint {input.checkpoint} --out {output} --threads {threads}"
         " --max-new-tokens {params.max_new_tokens} --top-k {params.top_k} > {log} 2>&1"

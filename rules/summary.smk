@@ -4,9 +4,12 @@ rule summary:
         expand("artifacts/{model}/reference", model=MODELS),
     output:
         "artifacts/summary.md",
+    params:
+        python=PYTHON,
+        models=MODELS,
     log:
         "logs/summary.log",
     benchmark:
         "benchmarks/summary.tsv"
     shell:
-        "{PYTHON} -m pipeline.summary --out {output} {MODELS} > {log} 2>&1"
+        "{params.python} -m pipeline.summary --out {output} {params.models} > {log} 2>&1"
