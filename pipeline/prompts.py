@@ -13,10 +13,10 @@ PASSAGE = (Path(__file__).parent / "data" / "passage.txt").read_text()
 PAST_BOUNDARY = 64  # tokens beyond a boundary, enough for every runtime to be on the far side of it
 
 
-def chat_ids(tokenizer, messages: list[dict]) -> list[int]:
-    """Token ids of a chat as the checkpoint's own template and HF tokenizer make them."""
-    return list(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
-                                              return_dict=True)["input_ids"])
+def chat_ids(tokenizer, messages: list[dict], chat_template: str | None = None) -> list[int]:
+    """Token ids of a chat as the HF tokenizer makes them with the checkpoint's template (or the given one)."""
+    return list(tokenizer.apply_chat_template(messages, chat_template=chat_template, add_generation_prompt=True,
+                                              tokenize=True, return_dict=True)["input_ids"])
 
 
 def long_lengths(facts: dict) -> dict[str, int]:

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from pipeline import checkpoint, prompts, task
+from pipeline import checkpoint, prompts, recipes, task
 from pipeline.atomic import atomic_dir
 from pipeline.cli import run_cli
 
@@ -48,12 +48,13 @@ def greedy(model, ids: list[int], stop_ids: list[int], max_new_tokens: int) -> l
     return out[0, len(ids):].tolist()
 
 
-def run(folder: Path, out: Path, max_new_tokens: int, top_k: int, log=print) -> dict:
-    facts = checkpoint.facts(folder)
+def run(folder: Path, out: Path, max_new_tokens: int, top_k: int, overrides: dict | None = None,
+        log=print) -> dict:
+    facts = checkpoint.facts(folder, overrides)
     tokenizer, model = load(folder)
     stop_ids = facts["stop_token_ids"]
     prompt_set = prompts.build(facts, lambda text: tokenizer.encode(text),
-                               lambda messages: prompts.chat_ids(tokenizer, messages))
+                               lambda messages: prompts.chat_ids(tokenizer, messages, facts["chat_template"]))
     tensors, records = {}, []
     for prompt in prompt_set:
         started = time.perf_counter()
@@ -103,11 +104,13 @@ def main(argv=None):
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--top-k", type=int, default=20)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--recipe", help="apply this recipe's overrides (stop tokens, chat template, ...)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     checkpoint.verify(args.checkpoint)
-    reference = run(args.checkpoint, args.out, args.max_new_tokens, args.top_k)
+    overrides = recipes.load_supported(args.recipe).get("overrides") if args.recipe else None
+    reference = run(args.checkpoint, args.out, args.max_new_tokens, args.top_k, overrides)
     summary = reference["summary"]
     print(f"reference: {summary['answered']}/{summary['chat_prompts']} answered, "
           f"{summary['stopped']}/{summary['chat_prompts']} stopped on their own")

@@ -1,6 +1,7 @@
 # The checkpoint every target starts from: built (fixtures) or pulled (hub, local folder), then verified.
 rule fixture:
     input:
+        recipe="recipes/models/{model}.yaml",
         env=".envs/torch/ready",
     output:
         directory("artifacts/{model}/fixture"),
@@ -20,6 +21,7 @@ rule fixture:
 rule pull:
     input:
         unpack(pull_inputs),
+        recipe="recipes/models/{model}.yaml",
     output:
         checkpoint=directory("artifacts/{model}/checkpoint"),
         provenance="artifacts/{model}/provenance.json",

@@ -2,6 +2,7 @@
 rule reference:
     input:
         checkpoint="artifacts/{model}/checkpoint",
+        recipe="recipes/models/{model}.yaml",
         env=".envs/torch/ready",
     output:
         directory("artifacts/{model}/reference"),
@@ -18,4 +19,5 @@ rule reference:
         mem_mb=lambda wildcards, input: resources.reference_mem_mb(input.checkpoint),
     shell:
         "{params.python} -m pipeline.reference --checkpoint {input.checkpoint} --out {output} --threads {threads}"
+        " --recipe {wildcards.model}"
         " --max-new-tokens {params.max_new_tokens} --top-k {params.top_k} > {log} 2>&1"
