@@ -1,0 +1,48 @@
+"""Shared set-up: the real pipeline run on the fixture family, and copies of the repo for bad-input runs."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "artifacts"
+TORCH_PYTHON = ROOT / ".envs" / "torch" / "bin" / "python"
+SNAKEMAKE = Path(sys.executable).parent / "snakemake"
+FIXTURES = ["fixture-phi-3-mini-4k", "fixture-phi-3-mini-128k", "fixture-phi-3-medium-4k", "fixture-phi-3.5-moe",
+            "fixture-phi-4-mini"]
+TRAINED = ["fixture-phi-3-mini-4k", "fixture-phi-3-mini-128k"]
+
+
+def run(args, cwd=ROOT, env=None, check=True, timeout=3600):
+    result = subprocess.run([str(a) for a in args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                            env={**os.environ, **(env or {})})
+    if check and result.returncode != 0:
+        raise AssertionError(f"{args} exited {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+@pytest.fixture(scope="session")
+def pipeline_run():
+    """`snakemake --cores 2 all` on the embedded default, as the README's first command runs it."""
+    return run([SNAKEMAKE, "--cores", "2", "all"])
+
+
+def read_json(path: Path):
+    return json.loads(Path(path).read_text())
+
+
+@pytest.fixture
+def repo_copy(tmp_path):
+    """The repository's tracked files in a scratch folder, sharing the toolchain environments."""
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                           capture_output=True, text=True, check=True).stdout.split()
+    copy = tmp_path / "repo"
+    for name in files:
+        (copy / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, copy / name)
+    (copy / ".envs").symlink_to(ROOT / ".envs")
+    return copy

@@ -1,0 +1,96 @@
+"""The validation contract: its comparisons on the real reference data, and the validation.json schema."""
+import jsonschema
+import numpy as np
+import pytest
+
+from conftest import ARTIFACTS
+from pipeline import validation
+
+MODEL = "fixture-phi-3-mini-4k"
+
+
+@pytest.fixture
+def reference(pipeline_run):
+    return validation.Reference(ARTIFACTS / MODEL / "reference")
+
+
+def logits_from_top_k(reference, name, vocab):
+    """A runtime's full logits that carry exactly the reference's top-k, nothing else."""
+    ids, values, _ = reference.top_k(name)
+    logits = np.full((ids.shape[0], vocab), -1e4, dtype=np.float32)
+    np.put_along_axis(logits, ids.astype(np.int64), values, axis=-1)
+    return logits
+
+
+def test_the_reference_agrees_with_itself(reference):
+    logits = logits_from_top_k(reference, "passage", 1024)
+    result = validation.compare_logits(reference, "passage", logits)
+    assert result["top1_matches"] == result["positions"] == len(reference.sequence("passage"))
+    assert abs(result["kl_per_position"].mean()) < 0.05
+    ppl = validation.perplexity(logits, reference.sequence("passage"))
+    assert ppl == pytest.approx(reference.data["summary"]["perplexity"]["passage"], rel=0.1)
+
+
+def test_swapped_top_tokens_are_counted_and_cost_kl(reference):
+    logits = logits_from_top_k(reference, "passage", 1024)
+    ids, values, _ = reference.top_k("passage")
+    swapped = np.arange(0, ids.shape[0], 2)
+    distinct = values[swapped, 0] > values[swapped, 1]
+    logits[swapped, ids[swapped, 0]], logits[swapped, ids[swapped, 1]] = values[swapped, 1], values[swapped, 0]
+    result = validation.compare_logits(reference, "passage", logits)
+    assert result["top1_matches"] == ids.shape[0] - int(distinct.sum())
+    assert result["kl_per_position"][swapped[distinct]].min() > 0
+    assert result["max_abs_logprob_error"] > 0.01
+
+
+def test_greedy_agreement_counts_the_shared_prefix():
+    assert validation.greedy_agreement([5, 6, 7, 8], [5, 6, 7, 8]) == 1.0
+    assert validation.greedy_agreement([5, 6, 7, 8], [5, 6, 9, 8]) == 0.5
+    assert validation.greedy_agreement([5, 6], [4]) == 0.0
+
+
+def record(**changes):
+    base = {
+        "schema_version": 1, "model": MODEL, "artifact": "example/int4", "precision": "int4",
+        "runtime": {"name": "example", "version": "1.0"}, "device": {"intended": "cuda", "used": "cpu"},
+        "status": "passed", "size_bytes": 1000, "bits_per_weight": 4.5, "load_time_s": 0.1, "tokens_per_s": 90.0,
+        "not_run": ["CUDA execution provider: no GPU on this machine"],
+        "thresholds": {"teacher_forced_top1": 0.9, "greedy_agreement": 0.6, "max_mean_kl": 0.25,
+                       "max_perplexity_ratio": 1.25},
+        "checks": {
+            "tokenizer_parity": validation.check(True, "", prompts=13, mismatches=0),
+            "stop": validation.check(True, "", stopped=12, prompts=12),
+            "task": validation.check(True, "", answered=12, reference_answered=12, prompts=12),
+            "greedy_agreement": validation.check(True, "", value=1.0, exact=12),
+            "teacher_forced_top1": validation.check(True, "", value=0.99, positions=400),
+            "kl": validation.check(True, "", mean=0.01, max=0.2, max_abs_logprob_error=0.3),
+            "perplexity": validation.check(True, "", artifact=5.1, reference=5.0, ratio=1.02),
+            "long_context": validation.not_run("no long prompt for this model"),
+        },
+    }
+    base.update(changes)
+    return base
+
+
+def test_a_complete_record_is_written(tmp_path):
+    validation.write(tmp_path / "validation.json", record())
+    assert (tmp_path / "validation.json").exists()
+
+
+def test_a_failed_check_must_say_why(tmp_path):
+    bad = record()
+    bad["checks"]["stop"] = {"status": "failed", "stopped": 3, "prompts": 12}
+    with pytest.raises(jsonschema.ValidationError, match="'reason' is a required property"):
+        validation.write(tmp_path / "validation.json", bad)
+    assert not (tmp_path / "validation.json").exists()
+
+
+def test_overall_status_names_each_failed_check():
+    checks = record()["checks"]
+    checks["stop"] = validation.check(False, "stopped on 3 of 12 prompts", stopped=3, prompts=12)
+    assert validation.overall(checks) == ("failed", "stop: stopped on 3 of 12 prompts")
+
+
+def test_record_without_device_used_is_rejected():
+    with pytest.raises(jsonschema.ValidationError):
+        validation.validate_record(record(device={"intended": "cpu"}))
