@@ -52,16 +52,22 @@ def hub_snapshot(repo: str, revision: str) -> tuple[Path, str]:
     Works offline (HF_HUB_OFFLINE=1) from a populated cache. Each LFS file in the cache is stored under its sha256,
     which is checked against the bytes on disk.
     """
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
+    from huggingface_hub import list_repo_files, snapshot_download
+    from huggingface_hub.errors import (LocalEntryNotFoundError, OfflineModeIsEnabled, RepositoryNotFoundError,
+                                        RevisionNotFoundError)
 
     try:
-        snapshot = Path(snapshot_download(repo, revision=revision, allow_patterns=WANTED + ["*" + s for s in
-                                                                                              PICKLE_SUFFIXES]))
+        snapshot = Path(snapshot_download(repo, revision=revision, allow_patterns=WANTED))
     except (RepositoryNotFoundError, RevisionNotFoundError, LocalEntryNotFoundError) as error:
         raise CheckpointError(f"hf://{repo}@{revision}: cannot be had ({type(error).__name__}). Check the repo id "
                               f"and revision, your network or HF_TOKEN, or the HF cache when offline.")
-    refuse_pickle_only([p.name for p in snapshot.iterdir()], f"hf://{repo}@{revision}")
+    names = [p.name for p in snapshot.iterdir()]
+    if not any(n.endswith(".safetensors") for n in names):
+        try:  # say which pickle files the revision has instead, without downloading them
+            names += list_repo_files(repo, revision=snapshot.name)
+        except OfflineModeIsEnabled:
+            pass  # offline, the snapshot folder lists what the cache holds
+    refuse_pickle_only(names, f"hf://{repo}@{revision}")
     for path in snapshot.iterdir():
         blob = path.resolve().name
         if path.suffix == ".safetensors" and SHA256_BLOB.match(blob) and sha256(path) != blob:

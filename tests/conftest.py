@@ -35,6 +35,11 @@ def read_json(path: Path):
     return json.loads(Path(path).read_text())
 
 
+def checkpoint_files(folder: Path) -> list[Path]:
+    """A checkpoint folder's files, less Snakemake's .snakemake_timestamp marker in directory outputs."""
+    return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+
+
 @pytest.fixture
 def repo_copy(tmp_path):
     """The repository's tracked files in a scratch folder, sharing the toolchain environments."""

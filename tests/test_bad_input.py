@@ -86,4 +86,4 @@ def test_unsupported_architecture(repo_copy, good_checkpoint, architecture, word
     config["architectures"] = [architecture]
     (good_checkpoint / "config.json").write_text(json.dumps(config))
     error = snakemake_fails(repo_copy, f"models=[{MODEL}]", f"sources={{{MODEL}: {good_checkpoint}}}")
-    assert f"unsupported architecture" in error and words in error
+    assert "unsupported architecture" in error and words in error

@@ -15,7 +15,8 @@ def test_facts_come_from_the_checkpoint_files(pipeline_run):
     assert mini["stop_tokens"] == ["<|endoftext|>", "<|assistant|>", "<|end|>"]
     assert mini["stop_token_ids"] == [added[t] for t in mini["stop_tokens"]]
     assert (mini["context_length"], mini["sliding_window"], mini["rope_type"]) == (4096, 2047, None)
-    assert mini["chat_template"] == read_json(folder("fixture-phi-3-mini-4k") / "tokenizer_config.json")["chat_template"]
+    tokenizer_config = read_json(folder("fixture-phi-3-mini-4k") / "tokenizer_config.json")
+    assert mini["chat_template"] == tokenizer_config["chat_template"]
 
     moe = facts(folder("fixture-phi-3.5-moe"))
     assert moe["architecture"] == "PhiMoEForCausalLM" and moe["rope_type"] == "longrope"

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from conftest import ARTIFACTS, ROOT, SNAKEMAKE, TRAINED, read_json, run
+from conftest import ARTIFACTS, SNAKEMAKE, TRAINED, checkpoint_files, read_json, run
 from hubcache import lay_out
 
 COMMIT = "f39ac1d28e925b323eae81227eaba4464caced4e"  # the pin in recipes/models/phi-3-mini-4k-instruct.yaml
@@ -13,7 +13,7 @@ REPO = "microsoft/Phi-3-mini-4k-instruct"
 
 @pytest.fixture
 def fixture_files(pipeline_run):
-    return sorted((ARTIFACTS / "fixture-phi-3-mini-4k" / "checkpoint").iterdir())
+    return checkpoint_files(ARTIFACTS / "fixture-phi-3-mini-4k" / "checkpoint")
 
 
 def pull(source, tmp_path, cache=None):
@@ -27,7 +27,7 @@ def test_provenance_records_every_file_with_its_sha256(pipeline_run):
         provenance = read_json(ARTIFACTS / model / "provenance.json")
         assert provenance["kind"] == "local" and provenance["recipe_source"].startswith("fixture://")
         folder = ARTIFACTS / model / "checkpoint"
-        assert sorted(provenance["files"]) == sorted(p.name for p in folder.iterdir())
+        assert sorted(provenance["files"]) == [p.name for p in checkpoint_files(folder)]
         for name, entry in provenance["files"].items():
             data = (folder / name).read_bytes()
             assert entry == {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
