@@ -28,17 +28,18 @@ def load(folder: Path):
 
 
 @torch.no_grad()
-def teacher_forced(model, ids: list[int], top_k: int) -> dict[str, torch.Tensor]:
-    logits = model(torch.tensor([ids])).logits[0].float()
-    values, indices = logits.topk(top_k, dim=-1)
+def teacher_forced(model, ids: list[int]) -> torch.Tensor:
+    return model(torch.tensor([ids])).logits[0].float()
+
+
+def top_k(logits: torch.Tensor, k: int) -> dict[str, torch.Tensor]:
+    values, indices = logits.topk(k, dim=-1)
     return {"topk_logits": values.contiguous(), "topk_ids": indices.to(torch.int32).contiguous(),
             "logsumexp": logits.logsumexp(-1).contiguous()}
 
 
-@torch.no_grad()
-def nll(model, ids: list[int]) -> float:
-    input_ids = torch.tensor([ids])
-    return model(input_ids, labels=input_ids).loss.item()
+def perplexity(logits: torch.Tensor, ids: list[int]) -> float:
+    return math.exp(torch.nn.functional.cross_entropy(logits[:-1], torch.tensor(ids[1:])).item())
 
 
 @torch.no_grad()
@@ -48,7 +49,7 @@ def greedy(model, ids: list[int], stop_ids: list[int], max_new_tokens: int) -> l
     return out[0, len(ids):].tolist()
 
 
-def run(folder: Path, out: Path, max_new_tokens: int, top_k: int, overrides: dict | None = None,
+def run(folder: Path, out: Path, max_new_tokens: int, k: int, overrides: dict | None = None,
         log=print) -> dict:
     facts = checkpoint.facts(folder, overrides)
     tokenizer, model = load(folder)
@@ -69,10 +70,11 @@ def run(folder: Path, out: Path, max_new_tokens: int, top_k: int, overrides: dic
                           stop_token_id=generated[-1] if stopped else None,
                           answered=stopped and task.is_answered(prompt["answer"], text))
             sequence = prompt["ids"] + generated
-        else:
-            record["perplexity"] = math.exp(nll(model, sequence))
+        logits = teacher_forced(model, sequence)
+        if prompt["kind"] != "chat":
+            record["perplexity"] = perplexity(logits, sequence)
         record["sequence_length"] = len(sequence)
-        for key, value in teacher_forced(model, sequence, top_k).items():
+        for key, value in top_k(logits, k).items():
             tensors[f"{prompt['name']}.{key}"] = value
         records.append(record)
         log(f"{prompt['name']}: {len(sequence)} tokens, {time.perf_counter() - started:.1f}s"
@@ -83,7 +85,7 @@ def run(folder: Path, out: Path, max_new_tokens: int, top_k: int, overrides: dic
     reference = {
         "runtime": {"name": "transformers", "version": transformers.__version__, "torch": torch.__version__},
         "dtype": "float32",
-        "top_k": top_k,
+        "top_k": k,
         "max_new_tokens": max_new_tokens,
         "facts": facts,
         "summary": {"answered": sum(r["answered"] for r in chat), "stopped": sum(r["stopped"] for r in chat),

@@ -18,7 +18,7 @@ def test_every_family_member_has_a_recipe_pinned_to_a_commit():
 
 
 def test_fixture_recipes_name_a_shape_and_build_parameters():
-    from pipeline.fixtures.shapes import SHAPES  # noqa: imports torch-free table only
+    from pipeline.fixtures.shapes import SHAPES
     fixtures = [n for n in recipes.available() if n.startswith("fixture-")]
     assert len(fixtures) == 5
     for name in fixtures:
