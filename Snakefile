@@ -14,11 +14,13 @@ container: "docker://python:3.11-slim-bookworm"
 rule all:
     input:
         expand("artifacts/{model}/reference", model=MODELS),
+        [validations(model) for model in MODELS],
         "artifacts/summary.md",
 
 include: "rules/envs.smk"
 include: "rules/checkpoint.smk"
 include: "rules/reference.smk"
+include: "rules/validate.smk"
 include: "rules/summary.smk"
 
 onsuccess:

@@ -82,7 +82,15 @@ def copy_wanted(source: Path, out: Path):
             shutil.copyfile(path, out / path.name)
 
 
-def pull(source: str, out: Path, provenance_path: Path, recipe_source: str | None = None) -> dict:
+def check_architecture(config: dict, expected: str | None, source: str):
+    found = (config.get("architectures") or ["none given"])[0]
+    if expected and found != expected:
+        raise CheckpointError(f"{source}: config.json says architecture {found}, the recipe says {expected}. "
+                              f"Point the recipe at a {expected} checkpoint, or fix its `architecture:`.")
+
+
+def pull(source: str, out: Path, provenance_path: Path, recipe_source: str | None = None,
+         architecture: str | None = None) -> dict:
     match = HUB_SOURCE.match(source)
     if match:
         snapshot, commit = hub_snapshot(match["repo"], match["revision"] or "main")
@@ -96,7 +104,7 @@ def pull(source: str, out: Path, provenance_path: Path, recipe_source: str | Non
             raise CheckpointError(f"{source}: no such folder. Give an existing checkpoint folder or an hf:// source.")
         refuse_pickle_only([p.name for p in snapshot.iterdir()], source)
         origin = {"kind": "local", "path": str(snapshot.resolve())}
-    verify(snapshot)
+    check_architecture(verify(snapshot), architecture, source)
     with atomic_dir(out) as scratch:
         copy_wanted(snapshot, scratch)
         verify(scratch)
@@ -113,8 +121,9 @@ def main(argv=None):
     parser.add_argument("--out", required=True, type=Path, help="checkpoint folder to write")
     parser.add_argument("--provenance", required=True, type=Path, help="provenance JSON to write")
     parser.add_argument("--recipe-source", help="the recipe's source, when --source is what it was built into")
+    parser.add_argument("--architecture", help="the architecture the recipe says the checkpoint has")
     args = parser.parse_args(argv)
-    provenance = pull(args.source, args.out, args.provenance, args.recipe_source)
+    provenance = pull(args.source, args.out, args.provenance, args.recipe_source, args.architecture)
     print(f"pulled {len(provenance['files'])} files from {args.source} into {args.out}")
 
 

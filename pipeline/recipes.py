@@ -55,13 +55,43 @@ def load_supported(name: str) -> dict:
 
 
 def targets() -> dict:
-    return yaml.safe_load((RECIPES / "targets.yaml").read_text())
+    table = yaml.safe_load((RECIPES / "targets.yaml").read_text())
+    check_schema(table, load_schema("targets.schema.yaml"), "recipes/targets.yaml",
+                 "Fix it (schema: pipeline/schemas/targets.schema.yaml).")
+    return table
 
 
 def thresholds(recipe: dict, precision: str) -> dict:
     merged = dict(targets()["thresholds"][precision])
     merged.update(recipe.get("thresholds", {}).get(precision, {}))
     return merged
+
+
+def artifact(recipe: dict, target: str, name: str, table: dict | None = None) -> dict:
+    """One artifact's full spec for this model: its target's settings, its own, and why it is refused, if it is.
+
+    A target or an artifact lists `unsupported: {architecture: reason}`: those are not built, and their
+    validation.json says why.
+    """
+    table = table or targets()
+    target_spec = table["targets"][target]
+    spec = target_spec["artifacts"][name]
+    refusals = {**target_spec.get("unsupported", {}), **spec.get("unsupported", {})}
+    refused = refusals.get(recipe["architecture"])
+    return {"target": target, "name": name, "toolchain": target_spec["toolchain"],
+            "runtime": target_spec["runtime"], "precision": spec["precision"], "device": spec.get("device", "cpu"),
+            "options": {**target_spec.get("options", {}), **spec.get("options", {})},
+            "thresholds": thresholds(recipe, spec["precision"]),
+            "refused": f"{target}/{name} is not built for {recipe['architecture']}: {refused}" if refused else None}
+
+
+def artifacts(recipe: dict) -> list[dict]:
+    """Every artifact this model's run makes: all of each target's, or the subset the recipe's `targets:` names."""
+    table = targets()
+    chosen = recipe.get("targets", {})
+    return [artifact(recipe, target, name, table)
+            for target, target_spec in table["targets"].items()
+            for name in chosen.get(target, target_spec["artifacts"])]
 
 
 def source(recipe: dict, config_sources: dict) -> str:

@@ -23,10 +23,37 @@ def row(model: str, artifacts: Path) -> list[str]:
             f"{summary['answered']}/{chats}", f"{summary['stopped']}/{chats}", perplexity]
 
 
+def markdown(header: list[str], rows: list[list[str]]) -> str:
+    return "\n".join("| " + " | ".join(cells) + " |" for cells in [header, ["---"] * len(header), *rows]) + "\n"
+
+
 def table(models: list[str], artifacts: Path = ARTIFACTS) -> str:
     header = ["model", "source", "revision", "weights", "task answered", "stopped at end token", "perplexity"]
-    rows = [header, ["---"] * len(header)] + [row(model, artifacts) for model in models]
-    return "\n".join("| " + " | ".join(cells) + " |" for cells in rows) + "\n"
+    return markdown(header, [row(model, artifacts) for model in models])
+
+
+def number(value, form: str) -> str:
+    return "-" if value is None else format(value, form)
+
+
+def validation_row(record: dict) -> list[str]:
+    checks = record["checks"]
+    top1, kl, ppl = (checks[name] for name in ("teacher_forced_top1", "kl", "perplexity"))
+    task = checks["task"]
+    status = record["status"] + (f": {record['reason']}" if record.get("reason") else "")
+    return [record["model"], record["artifact"], status[:160], number(record["size_bytes"] / 2**20, ".1f"),
+            number(record.get("bits_per_weight"), ".2f"), number(top1.get("value"), ".3f"),
+            number(kl.get("mean"), ".4f"), number(ppl.get("ratio"), ".3f"),
+            f"{task['answered']}/{task['prompts']}" if "answered" in task else "-",
+            number(record.get("tokens_per_s"), ".0f")]
+
+
+def validation_table(models: list[str], artifacts: Path = ARTIFACTS) -> str:
+    records = [json.loads(path.read_text()) for model in models
+               for path in sorted((artifacts / model).rglob("*.validation.json"))]
+    header = ["model", "artifact", "status", "MB", "bits/weight", "top-1", "mean KL", "ppl ratio", "task",
+              "tokens/s"]
+    return markdown(header, [validation_row(record) for record in records]) if records else ""
 
 
 def main(argv=None):
@@ -36,6 +63,9 @@ def main(argv=None):
     parser.add_argument("models", nargs="+")
     args = parser.parse_args(argv)
     text = "# phi-forge summary\n\nFloat32 PyTorch reference per model.\n\n" + table(args.models, args.artifacts)
+    artifacts = validation_table(args.models, args.artifacts)
+    if artifacts:
+        text += "\nEvery artifact, validated in its own runtime against the reference.\n\n" + artifacts
     with atomic_file(args.out) as tmp:
         tmp.write_text(text)
     print(text)

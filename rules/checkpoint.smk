@@ -29,6 +29,7 @@ rule pull:
         python=PYTHON,
         source=pull_source,
         recipe_source=lambda wildcards: source_of(wildcards.model),
+        architecture=lambda wildcards: RECIPES[wildcards.model]["architecture"],
     log:
         "logs/{model}/pull.log",
     benchmark:
@@ -38,4 +39,5 @@ rule pull:
         mem_mb=1000,
     shell:
         "{params.python} -m pipeline.pull --source {params.source:q} --recipe-source {params.recipe_source:q}"
+        " --architecture {params.architecture}"
         " --out {output.checkpoint} --provenance {output.provenance} > {log} 2>&1"

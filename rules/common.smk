@@ -19,8 +19,13 @@ PYTHON = sys.executable  # the workflow environment: stages that need no torch r
 TORCH = ".envs/torch/bin/python"  # the toolchain environment of the fixture and reference stages
 RUN_STARTED = time.time()
 
+# Every artifact each model's run makes, from recipes/targets.yaml and the model's recipe.
+ARTIFACTS = {model: recipes.artifacts(RECIPES[model]) for model in MODELS}
+TARGETS = recipes.targets()["targets"]
+
 wildcard_constraints:
     model="|".join(map(re.escape, MODELS)),
+    target="|".join(map(re.escape, TARGETS)) or "no-target",
 
 
 def source_of(model):
@@ -58,3 +63,21 @@ def report_failure():
     for folder in Path("artifacts").glob("*"):
         if folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()
+
+
+def toolchain_python(target):
+    return f".envs/{TARGETS[target]['toolchain']}/bin/python"
+
+
+def validations(model):
+    return [f"artifacts/{model}/{a['target']}/{a['name']}.validation.json" for a in ARTIFACTS[model]]
+
+
+def validation_inputs(wildcards):
+    """The artifact (unless refused for this model's architecture), the reference, the toolchain environment."""
+    spec = recipes.artifact(RECIPES[wildcards.model], wildcards.target, wildcards.artifact)
+    inputs = {"reference": f"artifacts/{wildcards.model}/reference",
+              "env": f".envs/{spec['toolchain']}/ready"}
+    if not spec["refused"]:
+        inputs["artifact"] = f"artifacts/{wildcards.model}/{wildcards.target}/{wildcards.artifact}"
+    return inputs

@@ -2,6 +2,7 @@
 rule summary:
     input:
         expand("artifacts/{model}/reference", model=MODELS),
+        [validations(model) for model in MODELS],
     output:
         "artifacts/summary.md",
     params:

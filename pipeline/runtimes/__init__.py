@@ -1,0 +1,1 @@
+"""One adapter per runtime: `open(folder, facts, spec) -> pipeline.validate.Runtime`, imported by name."""
