@@ -5,6 +5,7 @@ from pathlib import Path
 
 from pipeline import recipes, resources
 from pipeline.checkpoint import CheckpointError, verify
+from pipeline.pull import check_architecture
 
 configfile: "config/config.yaml"
 
@@ -48,7 +49,7 @@ def pull_source(wildcards, input):
 for _model in MODELS:
     if not is_fixture(_model) and not source_of(_model).startswith("hf://"):
         try:
-            verify(Path(source_of(_model)))
+            check_architecture(verify(Path(source_of(_model))), RECIPES[_model]["architecture"], source_of(_model))
         except CheckpointError as error:
             sys.exit(f"phi-forge: error: {error}")
 

@@ -87,3 +87,9 @@ def test_unsupported_architecture(repo_copy, good_checkpoint, architecture, word
     (good_checkpoint / "config.json").write_text(json.dumps(config))
     error = snakemake_fails(repo_copy, f"models=[{MODEL}]", f"sources={{{MODEL}: {good_checkpoint}}}")
     assert "unsupported architecture" in error and words in error
+
+
+def test_checkpoint_of_another_architecture_than_the_recipe_says(repo_copy, good_checkpoint):
+    moe = "fixture-phi-3.5-moe"
+    error = snakemake_fails(repo_copy, f"models=[{moe}]", f"sources={{{moe}: {good_checkpoint}}}")
+    assert "config.json says architecture Phi3ForCausalLM, the recipe says PhiMoEForCausalLM" in error

@@ -1,0 +1,95 @@
+"""The one validator end to end, on a real runtime: transformers on the checkpoint itself, where nothing was
+converted, must pass every check with the reference's own numbers; the same checkpoint declaring a wrong end token must fail and say why."""
+import json
+import shutil
+
+import pytest
+
+from conftest import ARTIFACTS, ROOT, TORCH_PYTHON, run
+from pipeline import recipes, validate, validation
+
+MODEL = "fixture-phi-3-mini-4k"  # trained, with a prompt past its sliding window
+
+VALIDATE_CHECKPOINT = """
+import json, sys
+from pathlib import Path
+from pipeline import recipes, validate
+model, folder, artifacts = sys.argv[1:4]
+spec = {"target": "pytorch", "name": "fp32", "runtime": "pytorch", "precision": "float", "device": "cpu",
+        "options": {"dtype": "float32"}, "thresholds": recipes.thresholds(recipes.load(model), "float"),
+        "refused": None}
+print(json.dumps(validate.validate_folder(Path(folder), spec, model, Path(artifacts))))
+"""
+
+
+def validate_checkpoint(folder, artifacts=ARTIFACTS) -> dict:
+    out = run([TORCH_PYTHON, "-c", VALIDATE_CHECKPOINT, MODEL, folder, artifacts], cwd=ROOT).stdout
+    record = json.loads(out.strip().splitlines()[-1])
+    validation.validate_record(record)
+    return record
+
+
+def test_the_checkpoint_itself_passes_every_check(pipeline_run):
+    record = validate_checkpoint(ARTIFACTS / MODEL / "checkpoint")
+    checks = record["checks"]
+    assert record["status"] == "passed", record.get("reason")
+    assert checks["tokenizer_parity"]["mismatches"] == 0
+    assert checks["stop"]["stopped"] == checks["stop"]["prompts"] == 12
+    assert checks["greedy_agreement"]["exact"] == 12
+    assert checks["teacher_forced_top1"]["value"] == 1.0
+    assert checks["kl"]["mean"] < 1e-4
+    assert checks["perplexity"]["ratio"] == pytest.approx(1, abs=1e-4)
+    window = checks["long_context"]["prompts"]["long-past-sliding-window"]
+    assert window["boundary"] == json.loads((ARTIFACTS / MODEL / "checkpoint" / "config.json").read_text())[
+        "sliding_window"]
+    assert record["bits_per_weight"] == pytest.approx(16, abs=0.5)  # bf16 weights plus the tokenizer files
+    assert record["runtime"] == {"name": "transformers", "version": "5.24.0"}
+    assert record["tokens_per_s"] > 0
+
+
+def test_a_wrong_end_token_fails_the_stop_check_and_says_so(pipeline_run, tmp_path):
+    artifacts = tmp_path / "artifacts"
+    (artifacts / MODEL).mkdir(parents=True)
+    (artifacts / MODEL / "reference").symlink_to(ARTIFACTS / MODEL / "reference")
+    (artifacts / MODEL / "checkpoint").symlink_to(ARTIFACTS / MODEL / "checkpoint")
+    broken = tmp_path / "broken"
+    shutil.copytree(ARTIFACTS / MODEL / "checkpoint", broken)
+    config = json.loads((broken / "generation_config.json").read_text())
+    config["eos_token_id"] = json.loads((broken / "added_tokens.json").read_text())["<|system|>"]
+    (broken / "generation_config.json").write_text(json.dumps(config))
+    record = validate_checkpoint(broken, artifacts)
+    assert record["status"] == "failed"
+    assert record["checks"]["stop"]["stopped"] == 0
+    assert "stop: stopped on an end token" in record["reason"] and "in 0 of 12 chat prompts" in record["reason"]
+    assert record["checks"]["teacher_forced_top1"]["status"] == "passed"  # the weights are fine: only the stop
+
+
+TABLE = {"thresholds": recipes.targets()["thresholds"], "targets": {"demo": {
+    "toolchain": "torch", "runtime": "pytorch", "options": {"block": 32},
+    "unsupported": {"PhiMoEForCausalLM": "the converter has no MoE support"},
+    "artifacts": {"int4": {"precision": "int4", "options": {"block": 64}},
+                  "cuda/fp16": {"precision": "float", "device": "cuda"}}}}}
+
+
+def test_an_artifact_spec_merges_target_and_artifact_settings():
+    spec = recipes.artifact(recipes.load(MODEL), "demo", "int4", TABLE)
+    assert spec["options"] == {"block": 64} and spec["device"] == "cpu" and spec["refused"] is None
+    assert spec["thresholds"] == recipes.thresholds(recipes.load(MODEL), "int4")
+    assert recipes.artifact(recipes.load(MODEL), "demo", "cuda/fp16", TABLE)["device"] == "cuda"
+
+
+def test_a_refused_architecture_gets_a_not_run_record_with_the_reason():
+    spec = recipes.artifact(recipes.load("fixture-phi-3.5-moe"), "demo", "int4", TABLE)
+    assert spec["refused"] == "demo/int4 is not built for PhiMoEForCausalLM: the converter has no MoE support"
+    record = validate.validate_folder(ARTIFACTS / "nowhere", spec, "fixture-phi-3.5-moe")
+    validation.validate_record(record)
+    assert record["status"] == "not_run" and record["reason"] == spec["refused"]
+    assert {c["status"] for c in record["checks"].values()} == {"not_run"}
+
+
+def test_targets_yaml_is_checked_against_its_schema():
+    table = recipes.targets()
+    broken = {**table, "targets": {"demo": {"toolchain": "torch", "runtime": "pytorch",
+                                            "artifacts": {"x": {"precision": "int3"}}}}}
+    with pytest.raises(recipes.RecipeError, match="targets/demo/artifacts/x/precision"):
+        recipes.check_schema(broken, recipes.load_schema("targets.schema.yaml"), "recipes/targets.yaml", "Fix it.")
