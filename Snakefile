@@ -15,12 +15,15 @@ rule all:
     input:
         expand("artifacts/{model}/reference", model=MODELS),
         [validations(model) for model in MODELS],
+        expand("artifacts/{model}/manifest.json", model=MODELS),
+        "artifacts/report.html",
         "artifacts/summary.md",
 
 include: "rules/envs.smk"
 include: "rules/checkpoint.smk"
 include: "rules/reference.smk"
 include: "rules/validate.smk"
+include: "rules/publish.smk"
 include: "rules/summary.smk"
 
 onsuccess:

@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from pipeline import report
 from pipeline.atomic import atomic_file
 
 ARTIFACTS = Path("artifacts")
@@ -32,28 +33,16 @@ def table(models: list[str], artifacts: Path = ARTIFACTS) -> str:
     return markdown(header, [row(model, artifacts) for model in models])
 
 
-def number(value, form: str) -> str:
-    return "-" if value is None else format(value, form)
-
-
-def validation_row(record: dict) -> list[str]:
-    checks = record["checks"]
-    top1, kl, ppl = (checks[name] for name in ("teacher_forced_top1", "kl", "perplexity"))
-    task = checks["task"]
-    status = record["status"] + (f": {record['reason']}" if record.get("reason") else "")
-    return [record["model"], record["artifact"], status[:160], number(record["size_bytes"] / 2**20, ".1f"),
-            number(record.get("bits_per_weight"), ".2f"), number(top1.get("value"), ".3f"),
-            number(kl.get("mean"), ".4f"), number(ppl.get("ratio"), ".3f"),
-            f"{task['answered']}/{task['prompts']}" if "answered" in task else "-",
-            number(record.get("tokens_per_s"), ".0f")]
-
-
-def validation_table(models: list[str], artifacts: Path = ARTIFACTS) -> str:
-    records = [json.loads(path.read_text()) for model in models
-               for path in sorted((artifacts / model).rglob("*.validation.json"))]
-    header = ["model", "artifact", "status", "MB", "bits/weight", "top-1", "mean KL", "ppl ratio", "task",
-              "tokens/s"]
-    return markdown(header, [validation_row(record) for record in records]) if records else ""
+def artifact_matrix(models: list[str], artifacts: Path = ARTIFACTS) -> str:
+    """Artifacts down, models across, each cell the validation status: one screen for the whole run."""
+    records = report.load(models, artifacts)
+    if not records:
+        return ""
+    models, names, cells = report.matrix(records)
+    rows = [[name] + [report.STATUS_WORDS[cells[(m, name)]["status"]] if (m, name) in cells else ""
+                      for m in models] for name in names]
+    return (markdown(["artifact", *models], rows) + "\n" + report.summary_line(records)
+            + " Why each failed, and every number: artifacts/report.html (or report.md).\n")
 
 
 def main(argv=None):
@@ -63,7 +52,7 @@ def main(argv=None):
     parser.add_argument("models", nargs="+")
     args = parser.parse_args(argv)
     text = "# phi-forge summary\n\nFloat32 PyTorch reference per model.\n\n" + table(args.models, args.artifacts)
-    artifacts = validation_table(args.models, args.artifacts)
+    artifacts = artifact_matrix(args.models, args.artifacts)
     if artifacts:
         text += "\nEvery artifact, validated in its own runtime against the reference.\n\n" + artifacts
     with atomic_file(args.out) as tmp:

@@ -82,3 +82,14 @@ def validation_inputs(wildcards):
     if not spec["refused"]:
         inputs["artifact"] = f"artifacts/{wildcards.model}/{wildcards.target}/{wildcards.artifact}"
     return inputs
+
+
+def published(model):
+    """Publish folders of every artifact that was built (a refused one has nothing to publish)."""
+    return [f"artifacts/{model}/publish/{a['target']}/{a['name']}" for a in ARTIFACTS[model] if not a["refused"]]
+
+
+def publish_inputs(wildcards):
+    stem = f"artifacts/{wildcards.model}/{wildcards.target}/{wildcards.artifact}"
+    return {"artifact": stem, "validation": f"{stem}.validation.json",
+            "provenance": f"artifacts/{wildcards.model}/provenance.json"}

@@ -89,7 +89,8 @@ def test_a_refused_architecture_gets_a_not_run_record_with_the_reason():
 
 def test_targets_yaml_is_checked_against_its_schema():
     table = recipes.targets()
-    broken = {**table, "targets": {"demo": {"toolchain": "torch", "runtime": "pytorch",
+    card = {"library_name": "transformers", "description": "The checkpoint.", "usage": "Load {file}."}
+    broken = {**table, "targets": {"demo": {"toolchain": "torch", "runtime": "pytorch", "card": card,
                                             "artifacts": {"x": {"precision": "int3"}}}}}
     with pytest.raises(recipes.RecipeError, match="targets/demo/artifacts/x/precision"):
         recipes.check_schema(broken, recipes.load_schema("targets.schema.yaml"), "recipes/targets.yaml", "Fix it.")

@@ -1,0 +1,172 @@
+"""What an ops team publishes: per-artifact folders with model cards, per-model manifests that verify, and the
+report, whose numbers must be the validation.json files' own and which must render in a browser."""
+import hashlib
+import html
+import re
+import shutil
+import struct
+import zlib
+
+import pytest
+import yaml
+
+from conftest import ARTIFACTS, FIXTURES, ROOT, SNAKEMAKE, read_json, run
+from pipeline import recipes
+
+PYTHON = SNAKEMAKE.parent / "python"
+
+
+def validation_files(model):
+    return sorted((ARTIFACTS / model).glob("*/**/*.validation.json"))
+
+
+@pytest.mark.parametrize("model", FIXTURES)
+def test_manifest_checksums_match_the_files(pipeline_run, model):
+    manifest = read_json(ARTIFACTS / model / "manifest.json")
+    assert manifest["files"], "nothing was published"
+    for name, listed in manifest["files"].items():
+        data = (ARTIFACTS / model / name).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == listed["sha256"] and len(data) == listed["size"], name
+    sums = (ARTIFACTS / model / "SHA256SUMS").read_text().splitlines()
+    assert sums == [f"{f['sha256']}  {name}" for name, f in manifest["files"].items()]
+    assert manifest["provenance"] == read_json(ARTIFACTS / model / "provenance.json")
+    recipe = (ROOT / "recipes" / "models" / f"{model}.yaml").read_bytes()
+    assert manifest["recipe_sha256"][f"recipes/models/{model}.yaml"] == hashlib.sha256(recipe).hexdigest()
+    specs = recipes.artifacts(recipes.load(model))
+    assert set(manifest["artifacts"]) == {f"{s['target']}/{s['name']}" for s in specs}
+    assert {s["toolchain"] for s in specs} <= set(manifest["toolchains"])
+    for name, summary in manifest["artifacts"].items():
+        record = read_json(ARTIFACTS / model / f"{name}.validation.json")
+        assert summary["status"] == record["status"] and summary["size_bytes"] == record["size_bytes"]
+
+
+def test_verify_catches_a_file_changed_after_the_run(pipeline_run, tmp_path):
+    model = FIXTURES[0]
+    copy = tmp_path / model
+    shutil.copytree(ARTIFACTS / model / "publish", copy / "publish")
+    shutil.copy2(ARTIFACTS / model / "manifest.json", copy / "manifest.json")
+    verify = [PYTHON, "-m", "pipeline.manifest", "verify", copy]
+    assert "every file matches" in run(verify).stdout
+    changed = sorted((copy / "publish").rglob("*.json"))[0]
+    changed.write_text(changed.read_text() + " ")
+    result = run(verify, check=False)
+    assert result.returncode == 1
+    assert f"{changed.relative_to(copy).as_posix()}: changed since the manifest was written" in result.stdout
+    assert "phi-forge: error: 1 file(s)" in result.stderr
+
+
+@pytest.mark.parametrize("model", FIXTURES)
+def test_each_published_artifact_has_its_files_validation_and_card(pipeline_run, model):
+    provenance = read_json(ARTIFACTS / model / "provenance.json")
+    for spec in recipes.artifacts(recipes.load(model)):
+        folder = ARTIFACTS / model / "publish" / spec["target"] / spec["name"]
+        if spec["refused"]:
+            assert not folder.exists()
+            continue
+        built = ARTIFACTS / model / spec["target"] / spec["name"]
+        assert {p.relative_to(built) for p in built.rglob("*") if p.is_file() and not p.name.startswith(".")} \
+            <= {p.relative_to(folder) for p in folder.rglob("*")}
+        record = read_json(folder / "validation.json")
+        card = (folder / "README.md").read_text()
+        front = yaml.safe_load(card.split("---\n")[1])
+        assert front["license"] == recipes.load(model)["license"]
+        assert front["pipeline_tag"] == "text-generation" and front["library_name"]
+        assert ("base_model" in front) == (provenance.get("kind") == "hub")
+        assert f"validation: **{record['status']}" in card
+        assert "## Run it" in card and "## Validation" in card
+
+
+def parse_markdown_table(text, first_header):
+    lines = [line for line in text.splitlines() if line.startswith("| ")]
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"| {first_header} |"))
+    header = [cell.strip() for cell in lines[start].strip("|").split("|")]
+    rows = []
+    for line in lines[start + 2:]:
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        if len(cells) != len(header):
+            break
+        rows.append(dict(zip(header, cells)))
+    return rows
+
+
+def test_report_numbers_are_the_validation_files_numbers(pipeline_run):
+    rows = parse_markdown_table((ARTIFACTS / "report.md").read_text(), "model")
+    rows = {(row["model"], row["artifact"]): row for row in rows if "top-1" in row}
+    records = [read_json(path) for model in FIXTURES for path in validation_files(model)]
+    assert len(rows) == len(records) > 0
+    for record in records:
+        row = rows[(record["model"], record["artifact"])]
+        checks = record["checks"]
+        assert row["status"] == {"passed": "pass", "failed": "FAIL", "not_run": "not run here"}[record["status"]]
+        for column, value, form in (("top-1", checks["teacher_forced_top1"].get("value"), ".4f"),
+                                    ("mean KL", checks["kl"].get("mean"), ".5f"),
+                                    ("ppl ratio", checks["perplexity"].get("ratio"), ".4f"),
+                                    ("bits/weight", record.get("bits_per_weight"), ".2f")):
+            assert row[column] == ("-" if value is None else format(value, form)), (record["artifact"], column)
+    page = (ARTIFACTS / "report.html").read_text()
+    for record in records:
+        if record.get("reason"):
+            assert html.escape(record["reason"]) in page
+
+
+def png_colours(path) -> int:
+    """Distinct colours in an 8-bit RGB/RGBA PNG, decoded by hand (the test environment has no imaging library)."""
+    data = path.read_bytes()
+    width, height, depth, colour_type = struct.unpack(">IIBB", data[16:26])
+    assert depth == 8 and colour_type in (2, 6)
+    chunks, at = b"", 8
+    while at < len(data):
+        length, kind = struct.unpack(">I4s", data[at:at + 8])
+        if kind == b"IDAT":
+            chunks += data[at + 8:at + 8 + length]
+        at += 12 + length
+    raw, channels = zlib.decompress(chunks), 3 if colour_type == 2 else 4
+    stride = width * channels
+    previous, colours = bytearray(stride), set()
+    for row in range(height):
+        kind, line = raw[row * (stride + 1)], bytearray(raw[row * (stride + 1) + 1:(row + 1) * (stride + 1)])
+        for i in range(stride):
+            left = line[i - channels] if i >= channels else 0
+            up, corner = previous[i], previous[i - channels] if i >= channels else 0
+            if kind == 1:
+                line[i] = (line[i] + left) & 255
+            elif kind == 2:
+                line[i] = (line[i] + up) & 255
+            elif kind == 3:
+                line[i] = (line[i] + (left + up) // 2) & 255
+            elif kind == 4:
+                p = left + up - corner
+                pa, pb, pc = abs(p - left), abs(p - up), abs(p - corner)
+                line[i] = (line[i] + (left if pa <= pb and pa <= pc else up if pb <= pc else corner)) & 255
+        colours.update(bytes(line[i:i + 3]) for i in range(0, stride, channels * 7))
+        previous = line
+    return len(colours)
+
+
+def test_report_renders_in_headless_chromium(pipeline_run, tmp_path):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "the report's render test needs Chromium: apt-get install chromium (.ci/run installs it)"
+    page = (ARTIFACTS / "report.html").read_text()
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", page), "the report must open offline"
+    shot = tmp_path / "report.png"
+    run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1300,1600",
+         f"--screenshot={shot}", (ARTIFACTS / "report.html").as_uri()])
+    assert png_colours(shot) > 20  # status colours, text and the plot's points: not a blank page
+    dom = run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom",
+               (ARTIFACTS / "report.html").as_uri()]).stdout
+    assert dom.count("<circle") >= len([p for m in FIXTURES for p in validation_files(m)
+                                        if read_json(p).get("bits_per_weight")])
+
+
+def test_snakemake_report_works(pipeline_run, tmp_path):
+    out = tmp_path / "snakemake-report.html"
+    run([SNAKEMAKE, "--report", out])
+    assert out.stat().st_size > 10_000 and "phi-forge" in out.read_text(errors="replace")
+
+
+def test_the_run_ends_with_a_one_screen_summary(pipeline_run):
+    summary = (ARTIFACTS / "summary.md").read_text()
+    assert summary in pipeline_run.stdout
+    matrix = parse_markdown_table(summary, "artifact")
+    assert [cell for cell in matrix[0]][1:] == FIXTURES
+    assert len(summary.splitlines()) < 60
