@@ -1,4 +1,4 @@
-"""MLX artifacts with mlx-lm's own converter: affine 4-bit / 8-bit, or one of its mixed-precision recipes.
+r"""MLX artifacts with mlx-lm's own converter: affine 4-bit / 8-bit, or one of its mixed-precision recipes.
 
     python -m pipeline.targets.mlx --checkpoint artifacts/fixture-phi-3-mini-4k/checkpoint --artifact 4bit \
         --out artifacts/fixture-phi-3-mini-4k/mlx/4bit
