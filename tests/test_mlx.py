@@ -136,3 +136,16 @@ def test_truncated_weights_fail(pipeline_run, broken):
     weights = folder / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-1000])
     assert_failed_to_load(validate(), "model.safetensors: truncated")
+
+
+def test_dtype_option_is_what_config_json_states(pipeline_run, tmp_path):
+    """mlx_lm.convert --dtype float16 leaves torch_dtype bfloat16; the builder states the stored dtype."""
+    model = "fixture-phi-3-mini-4k"
+    out = tmp_path / "artifacts" / model / "mlx" / "fp16-scales"
+    run([MLX_PYTHON, "-c", "import sys; from pathlib import Path; from pipeline.targets.mlx import build; "
+         "build(Path(sys.argv[1]), Path(sys.argv[2]), {'bits': 8, 'group_size': 64, 'dtype': 'float16'})",
+         ARTIFACTS / model / "checkpoint", out])
+    assert read_json(out / "config.json")["torch_dtype"] == "float16"
+    raw = (out / "model.safetensors").read_bytes()
+    header = json.loads(raw[8:8 + int.from_bytes(raw[:8], "little")])
+    assert {entry["dtype"] for name, entry in header.items() if name.endswith(".scales")} == {"F16"}
