@@ -22,6 +22,7 @@ rule all:
 include: "rules/envs.smk"
 include: "rules/checkpoint.smk"
 include: "rules/reference.smk"
+include: "rules/mlx.smk"
 include: "rules/validate.smk"
 include: "rules/publish.smk"
 include: "rules/summary.smk"

@@ -18,10 +18,11 @@ import numpy as np
 from pipeline import checkpoint, recipes, task
 from pipeline.cli import run_cli
 from pipeline.prompts import PAST_BOUNDARY
-from pipeline.validation import (Reference, check, compare_logits, greedy_agreement, not_run, overall, perplexity,
-                                 write)
+from pipeline.validation import (ArtifactError, Reference, check, compare_logits, greedy_agreement, not_run, overall,
+                                 perplexity, write)
 
 ARTIFACTS = Path("artifacts")
+CONTRACT_CHECKS = ("tokenizer_parity", "stop", "task", "greedy_agreement", "teacher_forced_top1", "kl", "perplexity")
 
 
 class Runtime:
@@ -192,10 +193,17 @@ def parameter_count(checkpoint_folder: Path) -> int:
 
 
 def refused_record(base: dict, spec: dict) -> dict:
-    checks = ("tokenizer_parity", "stop", "task", "greedy_agreement", "teacher_forced_top1", "kl", "perplexity")
     return {**base, "runtime": {"name": spec["runtime"], "version": "not run"}, "status": "not_run",
             "reason": spec["refused"], "not_run": [spec["refused"]], "size_bytes": 0,
-            "checks": {name: not_run(spec["refused"]) for name in checks}}
+            "checks": {name: not_run(spec["refused"]) for name in CONTRACT_CHECKS}}
+
+
+def unloadable_record(base: dict, spec: dict, folder: Path, error: ArtifactError) -> dict:
+    reason = f"the artifact does not load in {spec['runtime']}: {error}"
+    return {**base, "runtime": {"name": spec["runtime"], "version": "not run"}, "status": "failed",
+            "reason": reason, "not_run": [], "size_bytes": folder_size(folder),
+            "checks": {"load": check(False, reason),
+                       **{name: not_run("the artifact did not load") for name in CONTRACT_CHECKS}}}
 
 
 def validate_folder(folder: Path, spec: dict, model: str, artifacts: Path = ARTIFACTS) -> dict:
@@ -208,7 +216,10 @@ def validate_folder(folder: Path, spec: dict, model: str, artifacts: Path = ARTI
     reference = Reference(artifacts / model / "reference")
     adapter = importlib.import_module(f"pipeline.runtimes.{spec['runtime']}")
     started = time.perf_counter()
-    runtime = adapter.open(Path(folder), reference.data["facts"], spec)
+    try:
+        runtime = adapter.open(Path(folder), reference.data["facts"], spec)
+    except ArtifactError as error:
+        return unloadable_record(base, spec, Path(folder), error)
     load_time = time.perf_counter() - started
     checks, tokens_per_s = run_checks(runtime, reference, spec["thresholds"])
     status, reason = overall(checks)

@@ -18,6 +18,12 @@ from pipeline.atomic import atomic_file
 SCHEMA = Path(__file__).parent / "schemas" / "validation.schema.yaml"
 
 
+class ArtifactError(Exception):
+    """Raised by a runtime adapter's open() when the artifact cannot be loaded: the message says which file and why.
+
+    Defined here, not in pipeline.validate, so it is one class when the validator runs as `python -m`."""
+
+
 class Reference:
     """artifacts/<model>/reference/: reference.json and the top-k logits per prompt and position."""
 
