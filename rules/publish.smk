@@ -46,7 +46,7 @@ rule report:
     input:
         expand("artifacts/{model}/manifest.json", model=MODELS),
     output:
-        html=report("artifacts/report.html", caption="report/caption.rst", category="phi-forge"),
+        html=report("artifacts/report.html", caption="../report/caption.rst", category="phi-forge"),
         markdown="artifacts/report.md",
     params:
         python=PYTHON,
