@@ -24,6 +24,11 @@ from pipeline.validation import (Reference, check, compare_logits, greedy_agreem
 ARTIFACTS = Path("artifacts")
 
 
+class ArtifactError(Exception):
+    """Raised by an adapter's `open` when the artifact cannot be loaded at all; the message says why.
+    The validation then fails with that reason instead of crashing."""
+
+
 class Runtime:
     """What an adapter gives the validator. Subclass it in pipeline/runtimes/<runtime>.py.
 
@@ -191,11 +196,20 @@ def parameter_count(checkpoint_folder: Path) -> int:
     return sum(math.prod(t["shape"]) for t in checkpoint.tensor_table(checkpoint_folder).values())
 
 
+CONTRACT_CHECKS = ("tokenizer_parity", "stop", "task", "greedy_agreement", "teacher_forced_top1", "kl", "perplexity")
+
+
 def refused_record(base: dict, spec: dict) -> dict:
-    checks = ("tokenizer_parity", "stop", "task", "greedy_agreement", "teacher_forced_top1", "kl", "perplexity")
     return {**base, "runtime": {"name": spec["runtime"], "version": "not run"}, "status": "not_run",
             "reason": spec["refused"], "not_run": [spec["refused"]], "size_bytes": 0,
-            "checks": {name: not_run(spec["refused"]) for name in checks}}
+            "checks": {name: not_run(spec["refused"]) for name in CONTRACT_CHECKS}}
+
+
+def unloadable_record(base: dict, spec: dict, reason: str) -> dict:
+    return {**base, "runtime": {"name": spec["runtime"], "version": "not loaded"}, "status": "failed",
+            "reason": f"load: {reason}", "size_bytes": 0,
+            "checks": {"load": check(False, reason),
+                       **{name: not_run("the artifact did not load") for name in CONTRACT_CHECKS}}}
 
 
 def validate_folder(folder: Path, spec: dict, model: str, artifacts: Path = ARTIFACTS) -> dict:
@@ -208,7 +222,10 @@ def validate_folder(folder: Path, spec: dict, model: str, artifacts: Path = ARTI
     reference = Reference(artifacts / model / "reference")
     adapter = importlib.import_module(f"pipeline.runtimes.{spec['runtime']}")
     started = time.perf_counter()
-    runtime = adapter.open(Path(folder), reference.data["facts"], spec)
+    try:
+        runtime = adapter.open(Path(folder), reference.data["facts"], spec)
+    except ArtifactError as error:
+        return unloadable_record(base, spec, str(error))
     load_time = time.perf_counter() - started
     checks, tokens_per_s = run_checks(runtime, reference, spec["thresholds"])
     status, reason = overall(checks)

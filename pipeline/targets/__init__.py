@@ -1,0 +1,1 @@
+"""One builder per target: `python -m pipeline.targets.<target> --help`."""
