@@ -77,8 +77,24 @@ class OpenVINOGenAI(Runtime):
 
     def chat_ids(self, messages):
         # genai's own chat path: the template stored in the tokenizer IR, then encoding without added specials.
+        self.last_messages = messages  # for explain_tokenizer_difference, which the validator calls right after
         text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True)
         return self.tokenizer.encode(text, add_special_tokens=False).input_ids.data[0].tolist()
+
+    def explain_tokenizer_difference(self, reference_ids, runtime_ids):
+        """genai renders chat templates with minja, which folds a system message into the first user turn when
+        the template has no system role (minja's system-role polyfill); HF's jinja runs the template as written,
+        which may drop it. Verified exactly: genai gives HF's ids once the system message is left out, and its
+        own ids once the system message is folded into the user turn by hand."""
+        messages = self.last_messages
+        if len(messages) < 2 or messages[0]["role"] != "system" or messages[1]["role"] != "user":
+            return None
+        rest = messages[2:]
+        folded = [{"role": "user", "content": f"{messages[0]['content']}\n{messages[1]['content']}"}, *rest]
+        if self.chat_ids(messages[1:]) == reference_ids and self.chat_ids(folded) == runtime_ids:
+            return ("the chat template has no system role: HF's template drops the system message, genai's minja "
+                    "folds it into the first user turn")
+        return None
 
     def logits(self, ids):
         self.request.reset_state()
