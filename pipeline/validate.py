@@ -18,15 +18,10 @@ import numpy as np
 from pipeline import checkpoint, recipes, task
 from pipeline.cli import run_cli
 from pipeline.prompts import PAST_BOUNDARY
-from pipeline.validation import (Reference, check, compare_logits, greedy_agreement, not_run, overall, perplexity,
-                                 write)
+from pipeline.validation import (ArtifactError, Reference, check, compare_logits, greedy_agreement, not_run, overall,
+                                 perplexity, write)
 
 ARTIFACTS = Path("artifacts")
-
-
-class ArtifactError(Exception):
-    """Raised by an adapter's `open` when the artifact cannot be loaded at all; the message says why.
-    The validation then fails with that reason instead of crashing."""
 
 
 class Runtime:

@@ -18,6 +18,11 @@ from pipeline.atomic import atomic_file
 SCHEMA = Path(__file__).parent / "schemas" / "validation.schema.yaml"
 
 
+class ArtifactError(Exception):
+    """Raised by a runtime adapter's `open` when the artifact cannot be loaded at all; the message says why.
+    The validation then fails with that reason instead of crashing."""
+
+
 class Reference:
     """artifacts/<model>/reference/: reference.json and the top-k logits per prompt and position."""
 

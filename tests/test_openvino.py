@@ -1,6 +1,7 @@
 """OpenVINO target: the int4 and int8 IR the pipeline run built for every fixture, as openvino-genai validated
 them, and artifacts broken on purpose, which the validator must fail with a clear reason."""
 import json
+import math
 import shutil
 
 import pytest
@@ -46,7 +47,8 @@ def test_nncf_split_matches_the_recipe(pipeline_run, model):
 def test_trained_fixtures_pass_in_f32(pipeline_run, model, artifact):
     record = validation(model, artifact)
     assert record["status"] == "passed", record.get("reason")
-    assert record["checks"]["task"]["answered"] == record["checks"]["task"]["reference_answered"]
+    task = record["checks"]["task"]
+    assert task["answered"] >= math.ceil(task["reference_answered"] * record["thresholds"]["task_answered_ratio"])
     assert record["checks"]["teacher_forced_top1"]["value"] >= record["thresholds"]["teacher_forced_top1"]
 
 
@@ -105,4 +107,4 @@ def test_wrong_eos_fails_the_stop_checks(pipeline_run, tmp_path):
     checks = record["checks"]
     assert checks["end_tokens"]["status"] == "failed"
     assert "not on the checkpoint's end tokens" in checks["end_tokens"]["reason"]
-    assert checks["stop"]["status"] == "failed" and checks["stop"]["stopped"] == 0
+    assert checks["stop"]["status"] == "failed" and checks["stop"]["stopped"] < checks["stop"]["prompts"]

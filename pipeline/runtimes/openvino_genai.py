@@ -11,8 +11,8 @@ import numpy as np
 import openvino as ov
 import openvino_genai as og
 
-from pipeline.validate import ArtifactError, Runtime
-from pipeline.validation import check
+from pipeline.validate import Runtime
+from pipeline.validation import ArtifactError, check
 
 DEVICE = "CPU"
 F32 = {"INFERENCE_PRECISION_HINT": "f32"}
