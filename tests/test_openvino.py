@@ -86,7 +86,8 @@ def test_missing_detokenizer_fails_to_load(pipeline_run, tmp_path):
     (folder / "openvino_detokenizer.xml").unlink()
     record = validate_broken(root)
     assert record["checks"]["load"]["status"] == "failed"
-    assert "lacks openvino_detokenizer.xml/.bin (the detokenizer" in record["reason"]
+    assert "lacks openvino_detokenizer.xml/.bin (the detokenizer, which turns generated ids into text)" in \
+        record["reason"]
 
 
 def test_truncated_weights_fail_to_load(pipeline_run, tmp_path):

@@ -17,8 +17,8 @@ from pipeline.validation import ArtifactError, check
 DEVICE = "CPU"
 F32 = {"INFERENCE_PRECISION_HINT": "f32"}
 # What an artifact folder needs: the model, and the tokenizer and detokenizer IR genai encodes and decodes with.
-REQUIRED = {"openvino_model": "the model", "openvino_tokenizer": "the tokenizer (text to ids)",
-            "openvino_detokenizer": "the detokenizer (generated ids to text)"}
+REQUIRED = {"openvino_model": "the model", "openvino_tokenizer": "the tokenizer, which turns text into ids",
+            "openvino_detokenizer": "the detokenizer, which turns generated ids into text"}
 # NNCF's compressed weights by element type; a weight's last axis is longer than 1, its scales' and zero points' not.
 BITS = {"u4": "int4", "i4": "int4", "u8": "int8", "i8": "int8", "f16": "float", "bf16": "float", "f32": "float"}
 # optimum-cli flag -> the key NNCF records under rt_info nncf/weight_compression, and how to read it back.
@@ -121,7 +121,8 @@ class OpenVINOGenAI(Runtime):
         return self.tokenizer.decode(ids, skip_special_tokens=False)
 
     def end_tokens(self) -> dict:
-        declared = sorted(self.config(1).stop_token_ids | {self.config(1).eos_token_id})
+        config = self.config(1)
+        declared = sorted(config.stop_token_ids | {config.eos_token_id})
         expected = sorted(self.facts["stop_token_ids"])
         missing = sorted(set(expected) - set(declared))
         return check(not missing, f"the artifact's generation config stops on {declared}, not on the checkpoint's "
