@@ -200,9 +200,9 @@ def refused_record(base: dict, spec: dict) -> dict:
             "checks": {name: not_run(spec["refused"]) for name in CONTRACT_CHECKS}}
 
 
-def unloadable_record(base: dict, spec: dict, reason: str) -> dict:
+def unloadable_record(base: dict, spec: dict, reason: str, size: int) -> dict:
     return {**base, "runtime": {"name": spec["runtime"], "version": "not loaded"}, "status": "failed",
-            "reason": f"load: {reason}", "size_bytes": 0,
+            "reason": f"load: {reason}", "size_bytes": size,
             "checks": {"load": check(False, reason),
                        **{name: not_run("the artifact did not load") for name in CONTRACT_CHECKS}}}
 
@@ -220,7 +220,7 @@ def validate_folder(folder: Path, spec: dict, model: str, artifacts: Path = ARTI
     try:
         runtime = adapter.open(Path(folder), reference.data["facts"], spec)
     except ArtifactError as error:
-        return unloadable_record(base, spec, str(error))
+        return unloadable_record(base, spec, str(error), folder_size(folder))
     load_time = time.perf_counter() - started
     checks, tokens_per_s = run_checks(runtime, reference, spec["thresholds"])
     status, reason = overall(checks)
