@@ -1,0 +1,184 @@
+"""openvino-genai's LLMPipeline on CPU, the runtime an OpenVINO IR folder is deployed with.
+
+Fidelity numbers run with INFERENCE_PRECISION_HINT=f32 (CPUs with AVX512-BF16 otherwise compute in bf16);
+tokens/s is also measured in the CPU's default precision. LLMPipeline returns no logits for every position, so
+teacher-forced logits come from openvino.Core on the same openvino_model.xml, with the same f32 hint.
+"""
+import time
+from collections import Counter
+
+import numpy as np
+import openvino as ov
+import openvino_genai as og
+
+from pipeline.validate import Runtime
+from pipeline.validation import ArtifactError, check
+
+DEVICE = "CPU"
+F32 = {"INFERENCE_PRECISION_HINT": "f32"}
+# What an artifact folder needs: the model, and the tokenizer and detokenizer IR genai encodes and decodes with.
+REQUIRED = {"openvino_model": "the model", "openvino_tokenizer": "the tokenizer, which turns text into ids",
+            "openvino_detokenizer": "the detokenizer, which turns generated ids into text"}
+# NNCF's compressed weights by element type; a weight's last axis is longer than 1, its scales' and zero points' not.
+BITS = {"u4": "int4", "i4": "int4", "u8": "int8", "i8": "int8", "f16": "float", "bf16": "float", "f32": "float"}
+# optimum-cli flag -> the key NNCF records under rt_info nncf/weight_compression, and how to read it back.
+RECORDED = {"group-size": ("group_size", int), "ratio": ("ratio", float), "awq": ("awq", lambda v: v == "True"),
+            "scale-estimation": ("scale_estimation", lambda v: v == "True")}
+LONG_NEW_TOKENS = 4
+
+
+def last_line(error: Exception) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__
+
+
+def missing_files(folder) -> list[str]:
+    return [f"{stem}.xml/.bin ({what})" for stem, what in REQUIRED.items()
+            if not ((folder / f"{stem}.xml").is_file() and (folder / f"{stem}.bin").is_file())]
+
+
+def weight_split(model: ov.Model) -> dict:
+    """Layers and parameters per weight precision, read from the IR's constants."""
+    layers, params = Counter(), Counter()
+    for op in model.get_ops():
+        if op.get_type_name() != "Constant":
+            continue
+        shape = list(op.get_output_shape(0))
+        kind = BITS.get(op.get_output_element_type(0).get_type_name())
+        if kind and len(shape) >= 2 and shape[-1] > 1 and not (kind == "float" and len(shape) > 2):
+            layers[kind] += 1
+            params[kind] += int(np.prod(shape))
+    total = sum(params.values())
+    return {kind: {"layers": layers[kind], "share_of_parameters": params[kind] / total} for kind in sorted(layers)}
+
+
+def recorded_compression(model: ov.Model) -> dict:
+    if not model.has_rt_info(["nncf", "weight_compression"]):
+        return {}
+    info = model.get_rt_info(["nncf", "weight_compression"]).astype(dict)
+    return {key: value.astype(str) for key, value in info.items() if key != "advanced_parameters"}
+
+
+class OpenVINOGenAI(Runtime):
+    name = "openvino-genai"
+    version = og.__version__
+    not_run = ["teacher-forced logits: LLMPipeline returns none for every position; they come from openvino.Core on "
+               "the same openvino_model.xml with INFERENCE_PRECISION_HINT=f32",
+               "GPU and NPU plugins: this machine has neither"]
+
+    def __init__(self, folder, facts: dict, spec: dict):
+        core = ov.Core()
+        self.folder, self.facts, self.spec = folder, facts, spec
+        self.model = core.read_model(folder / "openvino_model.xml")
+        self.request = core.compile_model(self.model, DEVICE, F32).create_infer_request()
+        self.pipeline = og.LLMPipeline(str(folder), DEVICE, **F32)
+        self.tokenizer = self.pipeline.get_tokenizer()
+        self.device_used = f"{DEVICE} (openvino {ov.__version__}, f32 inference precision)"
+
+    def chat_ids(self, messages):
+        # genai's own chat path: the template stored in the tokenizer IR, then encoding without added specials.
+        self.last_messages = messages  # for explain_tokenizer_difference, which the validator calls right after
+        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True)
+        return self.tokenizer.encode(text, add_special_tokens=False).input_ids.data[0].tolist()
+
+    def explain_tokenizer_difference(self, reference_ids, runtime_ids):
+        """genai renders chat templates with minja, which folds a system message into the first user turn when
+        the template has no system role (minja's system-role polyfill); HF's jinja runs the template as written,
+        which may drop it. Verified exactly: genai gives HF's ids once the system message is left out, and its
+        own ids once the system message is folded into the user turn by hand."""
+        messages = self.last_messages
+        if len(messages) < 2 or messages[0]["role"] != "system" or messages[1]["role"] != "user":
+            return None
+        rest = messages[2:]
+        folded = [{"role": "user", "content": f"{messages[0]['content']}\n{messages[1]['content']}"}, *rest]
+        if self.chat_ids(messages[1:]) == reference_ids and self.chat_ids(folded) == runtime_ids:
+            return ("the chat template has no system role: HF's template drops the system message, genai's minja "
+                    "folds it into the first user turn")
+        return None
+
+    def logits(self, ids):
+        self.request.reset_state()
+        n = len(ids)
+        self.request.infer({"input_ids": np.array([ids], dtype=np.int64),
+                           "attention_mask": np.ones((1, n), dtype=np.int64),
+                           "position_ids": np.arange(n, dtype=np.int64)[None],
+                           "beam_idx": np.zeros(1, dtype=np.int32)})
+        return self.request.get_tensor("logits").data[0].astype(np.float32)
+
+    def config(self, max_new_tokens: int) -> og.GenerationConfig:
+        # The artifact's own generation config: its eos and stop ids, as a user's pipeline would have them.
+        config = self.pipeline.get_generation_config()
+        config.max_new_tokens, config.do_sample = max_new_tokens, False
+        config.apply_chat_template = False  # prompts are already templated ids
+        return config
+
+    def generate(self, ids, max_new_tokens, pipeline=None):
+        pipeline = pipeline or self.pipeline
+        result = pipeline.generate(ov.Tensor(np.array([ids], dtype=np.int64)), self.config(max_new_tokens))
+        return list(result.tokens[0])
+
+    def decode(self, ids):
+        return self.tokenizer.decode(ids, skip_special_tokens=False)
+
+    def end_tokens(self) -> dict:
+        config = self.config(1)
+        declared = sorted(config.stop_token_ids | {config.eos_token_id})
+        expected = sorted(self.facts["stop_token_ids"])
+        missing = sorted(set(expected) - set(declared))
+        return check(not missing, f"the artifact's generation config stops on {declared}, not on the checkpoint's "
+                                  f"end tokens {missing} ({self.facts['stop_tokens']}); generation runs past them",
+                     declared=declared, expected=expected)
+
+    def weight_compression(self) -> dict:
+        """NNCF's split of int4/int8/float weights, and the settings it recorded, against the recipe's."""
+        split, recorded = weight_split(self.model), recorded_compression(self.model)
+        options, precision = self.spec["options"], self.spec["precision"]
+        problems = [f"{flag}: recipe {options[flag]}, IR {recorded.get(key)}" for flag, (key, read) in RECORDED.items()
+                    if flag in options and (key not in recorded or read(recorded[key]) != read(str(options[flag])))]
+        if not recorded.get("mode", "").startswith(precision):
+            problems.append(f"NNCF mode {recorded.get('mode')}, not {precision}")
+        if precision not in split:
+            problems.append(f"no {precision} weights in the IR (split {split})")
+        if precision == "int8" and "int4" in split:
+            problems.append(f"int4 weights in an int8 artifact ({split['int4']['layers']} layers)")
+        return check(not problems, "the IR does not reflect the recipe: " + "; ".join(problems),
+                     split=split, nncf=recorded)
+
+    def long_prompt_generation(self, reference) -> dict:
+        """genai's own generate() on each long prompt: its first token against the reference's next token."""
+        results = {}
+        for prompt in (p for p in reference.data["prompts"] if p["kind"] == "long"):
+            ids = reference.sequence(prompt["name"])
+            expected = int(reference.top_k(prompt["name"])[0][-1, 0])
+            generated = self.generate(ids, LONG_NEW_TOKENS)
+            results[prompt["name"]] = {"tokens": len(ids), "first": generated[0], "reference": expected}
+        wrong = {name: r for name, r in results.items() if r["first"] != r["reference"]}
+        return check(not wrong, f"LLMPipeline's first token after the long prompt differs: {wrong}", prompts=results)
+
+    def default_precision_speed(self, reference) -> dict:
+        """tokens/s as a user gets it: the CPU's default inference precision (bf16 where the CPU has it)."""
+        pipeline = og.LLMPipeline(str(self.folder), DEVICE)
+        chats = [p for p in reference.data["prompts"] if p["kind"] == "chat"]
+        tokens, started = 0, time.perf_counter()
+        for prompt in chats:
+            tokens += len(self.generate(prompt["prompt_ids"], reference.data["max_new_tokens"], pipeline))
+        seconds = time.perf_counter() - started
+        return check(True, "", tokens_per_s=tokens / seconds, tokens=tokens,
+                     inference_precision=ov.Core().get_property(DEVICE, "INFERENCE_PRECISION_HINT").get_type_name())
+
+    def extra_checks(self, reference):
+        checks = {"end_tokens": self.end_tokens(), "weight_compression": self.weight_compression(),
+                  "default_precision_speed": self.default_precision_speed(reference)}
+        if any(p["kind"] == "long" for p in reference.data["prompts"]):
+            checks["long_prompt_generation"] = self.long_prompt_generation(reference)
+        return checks
+
+
+def open(folder, facts: dict, spec: dict) -> OpenVINOGenAI:
+    missing = missing_files(folder)
+    if missing:
+        raise ArtifactError(f"{folder} lacks {', '.join(missing)}: openvino-genai cannot run it without them")
+    try:
+        return OpenVINOGenAI(folder, facts, spec)
+    except RuntimeError as error:
+        raise ArtifactError(f"OpenVINO cannot load {folder}: {last_line(error)}")
