@@ -19,11 +19,39 @@ from pipeline.atomic import atomic_dir
 from pipeline.cli import run_cli
 
 
+def longrope_by_sequence_length(rotary):
+    """A rotary embedding forward that picks LongRoPE's factors by the sequence length.
+
+    transformers 5.24's PhiMoE rotary embedding computes its frequencies without the sequence length, so past
+    original_max_position_embeddings it keeps short_factor (while switching to long_mscale). LongRoPE, transformers'
+    own Phi-3 code and 5.5's PhiMoE switch to long_factor there; so do the OpenVINO and llama.cpp runtimes.
+    """
+    parameters = rotary.config.rope_parameters
+
+    def forward(x, position_ids):
+        seq_len = int(position_ids.max()) + 1
+        inv_freq, _ = rotary.rope_init_fn(rotary.config, x.device, seq_len)
+        long = seq_len > parameters["original_max_position_embeddings"]
+        mscale = parameters["long_mscale"] if long else parameters["short_mscale"]
+        freqs = position_ids[..., None].float() * inv_freq.float()
+        embedding = torch.cat((freqs, freqs), dim=-1)
+        return (embedding.cos() * mscale).to(x.dtype), (embedding.sin() * mscale).to(x.dtype)
+
+    return forward
+
+
+# model_type -> fix of an upstream fault in the reference's own runtime, applied when its rope type is longrope
+ROTARY_FIXES = {"phimoe": longrope_by_sequence_length}
+
+
 def load(folder: Path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    fix = ROTARY_FIXES.get(model.config.model_type)
+    if fix and model.config.rope_parameters.get("rope_type") == "longrope":
+        model.model.rotary_emb.forward = fix(model.model.rotary_emb)
     return tokenizer, model.eval()
 
 
