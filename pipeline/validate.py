@@ -24,6 +24,11 @@ from pipeline.validation import (Reference, check, compare_logits, greedy_agreem
 ARTIFACTS = Path("artifacts")
 
 
+class ArtifactError(Exception):
+    """The artifact is broken before any check can run (e.g. truncated weights): an adapter's `open` raises it,
+    and the artifact fails with this reason instead of crashing the validator."""
+
+
 class Runtime:
     """What an adapter gives the validator. Subclass it in pipeline/runtimes/<runtime>.py.
 
@@ -198,6 +203,14 @@ def refused_record(base: dict, spec: dict) -> dict:
             "checks": {name: not_run(spec["refused"]) for name in checks}}
 
 
+def unreadable_record(base: dict, spec: dict, error: ArtifactError) -> dict:
+    reason = f"the artifact cannot be opened: {error}"
+    checks = ("tokenizer_parity", "stop", "task", "greedy_agreement", "teacher_forced_top1", "kl", "perplexity")
+    return {**base, "runtime": {"name": spec["runtime"], "version": "not opened"}, "status": "failed",
+            "reason": reason, "size_bytes": 0, "checks": {"open": check(False, reason),
+                                                           **{name: not_run(reason) for name in checks}}}
+
+
 def validate_folder(folder: Path, spec: dict, model: str, artifacts: Path = ARTIFACTS) -> dict:
     """Validate the artifact in `folder` as `spec` (pipeline.recipes.artifact) describes it."""
     base = {"schema_version": 1, "model": model, "artifact": f"{spec['target']}/{spec['name']}",
@@ -208,7 +221,10 @@ def validate_folder(folder: Path, spec: dict, model: str, artifacts: Path = ARTI
     reference = Reference(artifacts / model / "reference")
     adapter = importlib.import_module(f"pipeline.runtimes.{spec['runtime']}")
     started = time.perf_counter()
-    runtime = adapter.open(Path(folder), reference.data["facts"], spec)
+    try:
+        runtime = adapter.open(Path(folder), reference.data["facts"], spec)
+    except ArtifactError as error:
+        return unreadable_record(base, spec, error)
     load_time = time.perf_counter() - started
     checks, tokens_per_s = run_checks(runtime, reference, spec["thresholds"])
     status, reason = overall(checks)
