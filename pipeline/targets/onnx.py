@@ -96,8 +96,9 @@ def ship_checkpoint_tokenizer(source: Path, out: Path, facts: dict):
             shutil.copy2(source / name, out / name)
     (out / "chat_template.jinja").unlink(missing_ok=True)
     tokenizer_config = json.loads((out / "tokenizer_config.json").read_text())
-    tokenizer_config["chat_template"] = facts["chat_template"]
-    (out / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2, ensure_ascii=False) + "\n")
+    if tokenizer_config.get("chat_template") != facts["chat_template"]:
+        tokenizer_config["chat_template"] = facts["chat_template"]
+        (out / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2, ensure_ascii=False))
     config_file = out / "genai_config.json"
     config = json.loads(config_file.read_text())
     config["model"]["eos_token_id"] = facts["stop_token_ids"]
