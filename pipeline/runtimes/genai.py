@@ -2,9 +2,9 @@
 
 Generation, end tokens and the tokenizer are genai's own. Teacher-forced logits are genai's too: after
 `append_tokens(sequence)` the prefill's `get_output("logits")` holds every position, and its last row is checked
-against `get_logits()`. The prefill does not share the past/present buffer: with a sliding window in
-genai_config.json the shared buffer holds only window + 16 tokens, and a longer prompt fails in
-GroupQueryAttention. CUDA and DirectML artifacts run here with their providers cleared, on the CPU.
+against `get_logits()`. The prefill does not share genai's past/present buffer: that buffer holds only the
+sliding window + 16 tokens, so a graph that attends past the window (as the builder makes Phi-3) would fail there
+on a long prompt instead of showing, in the long_context and sliding_window checks, what is wrong.
 """
 import json
 from pathlib import Path
@@ -13,6 +13,7 @@ import numpy as np
 import onnx
 import onnxruntime_genai as og
 
+from pipeline.targets.onnx import attention_window
 from pipeline.validate import ArtifactError, Runtime
 from pipeline.validation import check
 
@@ -94,7 +95,14 @@ class Genai(Runtime):
 
     def extra_checks(self, reference):
         return {"quantization": self.quantization_check(), "genai_config": self.genai_config_check(),
-                "teacher_forced_logits": self.logits_source_check(reference)}
+                "sliding_window": self.window_check(), "teacher_forced_logits": self.logits_source_check(reference)}
+
+    def window_check(self) -> dict:
+        """Attention is windowed as the checkpoint's sliding window says (the builder leaves it off for Phi-3)."""
+        found = sorted({node["local_window_size"] for node in node_attributes(self.graph, "GroupQueryAttention")})
+        wanted = attention_window(self.facts)
+        return check(found == [wanted], f"GroupQueryAttention local_window_size {found}, checkpoint's window {wanted}",
+                     found=found, wanted=wanted)
 
     def quantization_check(self) -> dict:
         """The graph is what the recipe asked for: MatMulNBits with its block size, accuracy level, symmetry."""

@@ -7,7 +7,8 @@
 
 The artifact's device and options come from recipes/targets.yaml. Options the builder would silently ignore, or
 combinations it turns into broken graphs, are refused before anything is built. The artifact ships the
-checkpoint's own tokenizer files and declares the checkpoint's end tokens in genai_config.json.
+checkpoint's own tokenizer files, declares the checkpoint's end tokens in genai_config.json, and attends within
+the checkpoint's sliding window (the builder leaves Phi-3's attention unwindowed).
 """
 import argparse
 import json
@@ -87,6 +88,27 @@ def quantize_hqq(folder: Path, options: dict):
     quantizer.model.save_model_to_file(str(folder / "model.onnx"), use_external_data_format=True)
 
 
+def attention_window(facts: dict) -> int:
+    """GroupQueryAttention's local_window_size for this checkpoint: its sliding window, -1 for none."""
+    window = facts.get("sliding_window")
+    return window if window and window < facts["context_length"] else -1
+
+
+def apply_sliding_window(folder: Path, facts: dict):
+    """The builder leaves local_window_size at -1 for Phi-3 (full attention) although the checkpoint has a
+    sliding window: set it, as the builder itself does for Mistral. Without it, positions past the window differ
+    from the reference, and genai's shared KV buffer (window + 16 tokens) cannot take a longer prompt."""
+    import onnx
+
+    window = attention_window(facts)
+    graph = onnx.load(str(folder / "model.onnx"), load_external_data=False)
+    for node in graph.graph.node:
+        for attribute in node.attribute:
+            if node.op_type == "GroupQueryAttention" and attribute.name == "local_window_size":
+                attribute.i = window
+    onnx.save(graph, str(folder / "model.onnx"))
+
+
 def ship_checkpoint_tokenizer(source: Path, out: Path, facts: dict):
     """The checkpoint's own tokenizer files (the builder re-saves them through transformers 5), its chat template
     and end tokens (recipe overrides applied) declared where genai reads them."""
@@ -119,6 +141,7 @@ def build(model: str, artifact: str, source: Path, out: Path, python: str = sys.
         subprocess.run(command, check=True)
         if options.get("quantizer") == "hqq":
             quantize_hqq(scratch, options)
+        apply_sliding_window(scratch, facts)
         ship_checkpoint_tokenizer(source, scratch, facts)
     return out
 
