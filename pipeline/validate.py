@@ -18,15 +18,10 @@ import numpy as np
 from pipeline import checkpoint, recipes, task
 from pipeline.cli import run_cli
 from pipeline.prompts import PAST_BOUNDARY
-from pipeline.validation import (Reference, check, compare_logits, greedy_agreement, not_run, overall, perplexity,
-                                 write)
+from pipeline.validation import (ArtifactError, Reference, check, compare_logits, greedy_agreement, not_run, overall,
+                                 perplexity, write)
 
 ARTIFACTS = Path("artifacts")
-
-
-class ArtifactError(Exception):
-    """The artifact is broken before any check can run (e.g. truncated weights): an adapter's `open` raises it,
-    and the artifact fails with this reason instead of crashing the validator."""
 
 
 class Runtime:

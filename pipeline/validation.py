@@ -18,6 +18,11 @@ from pipeline.atomic import atomic_file
 SCHEMA = Path(__file__).parent / "schemas" / "validation.schema.yaml"
 
 
+class ArtifactError(Exception):
+    """The artifact is broken before any check can run (e.g. truncated weights): an adapter's `open` raises it,
+    and the artifact fails with this reason instead of crashing the validator."""
+
+
 class Reference:
     """artifacts/<model>/reference/: reference.json and the top-k logits per prompt and position."""
 

@@ -53,6 +53,17 @@ def test_trained_fixture_answers_and_long_prompt(pipeline_run):
         assert checks["long_context"]["status"] == "passed" and checks["long_context"]["prompts"]
 
 
+def test_sliding_window_applied(pipeline_run):
+    """The builder leaves Phi-3's attention unwindowed; the build sets the checkpoint's window and the float
+    artifact then matches the reference past it."""
+    for model in ("fixture-phi-3-mini-4k", "fixture-phi-3-medium-4k"):
+        checks = validation(model, "cuda/cuda-fp16")["checks"]
+        assert checks["sliding_window"]["found"] == [2047]
+        past = checks["long_context"]["prompts"]["long-past-sliding-window"]
+        assert past["mean_kl_past_boundary"] < 1e-3
+    assert validation("fixture-phi-3-mini-128k", CPU_INT4)["checks"]["sliding_window"]["found"] == [-1]
+
+
 def test_moe_refused_with_the_builders_reason(pipeline_run):
     for artifact in TARGETS["artifacts"]:
         record = validation("fixture-phi-3.5-moe", artifact)

@@ -14,8 +14,8 @@ import onnx
 import onnxruntime_genai as og
 
 from pipeline.targets.onnx import attention_window
-from pipeline.validate import ArtifactError, Runtime
-from pipeline.validation import check
+from pipeline.validate import Runtime
+from pipeline.validation import ArtifactError, check
 
 # genai_config.json provider_options the builder writes for each device, by provider name.
 PROVIDERS = {"cpu": [], "cuda": ["cuda"], "dml": ["dml"]}
