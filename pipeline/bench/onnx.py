@@ -20,6 +20,7 @@ def by_hand(checkpoint: Path, out: Path, spec: dict) -> dict:
     first = measure(builder_command(sys.executable, checkpoint, out, out.parent / "cache", spec["device"], options))
     if options.get("quantizer") != "hqq":
         return first
+    (out.parent / "hqq").mkdir()
     second = measure([sys.executable, "-m", "onnxruntime.quantization.matmul_nbits_quantizer",
                       "--input_model", out / "model.onnx", "--output_model", out.parent / "hqq" / "model.onnx",
                       "--block_size", options.get("block_size", 32), "--quant_method", "hqq"])
