@@ -33,11 +33,11 @@ BUILDER_OPTIONS = {
     "is_symmetric": {True, False},
 }
 OUR_OPTIONS = {"precision": {"int4", "fp16", "fp32"}, "quantizer": {"builder", "hqq"}}
+KNOWN_OPTIONS = {**BUILDER_OPTIONS, **OUR_OPTIONS}
 # (device, builder precision) pairs the builder accepts but writes broken graphs for.
 INVALID = {
     ("cuda", "fp32"): "the builder writes an invalid graph for it (Graph output (present.0.key) does not exist)",
     ("dml", "fp32"): "the builder writes an invalid graph for it (Graph output (present.0.key) does not exist)",
-    ("cpu", "bf16"): "onnxruntime has no CPU kernels for the bf16 graph",
 }
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json",
                    "added_tokens.json")
@@ -49,11 +49,13 @@ def check_options(device: str, options: dict):
         if key.startswith("int4_"):
             raise RecipeError(f"onnx option '{key}': the builder silently ignores int4_-prefixed options; "
                               f"write '{key[len('int4_'):]}'")
-        allowed = {**BUILDER_OPTIONS, **OUR_OPTIONS}.get(key)
+        allowed = KNOWN_OPTIONS.get(key)
         if allowed is None:
-            raise RecipeError(f"onnx option '{key}' is unknown; known: {', '.join(sorted({**BUILDER_OPTIONS, **OUR_OPTIONS}))}")
+            raise RecipeError(f"onnx option '{key}' is unknown; known: {', '.join(sorted(KNOWN_OPTIONS))}")
         if value not in allowed:
             raise RecipeError(f"onnx option {key}={value!r} is not one of {sorted(allowed, key=str)}")
+    if "precision" not in options:
+        raise RecipeError(f"onnx options need a precision, one of {sorted(OUR_OPTIONS['precision'])}")
     if device not in EXECUTION_PROVIDERS:
         raise RecipeError(f"onnx device '{device}' is not one of {sorted(EXECUTION_PROVIDERS)}")
     invalid = INVALID.get((device, options["precision"]))
@@ -157,4 +159,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    run_cli(lambda: main())
+    run_cli(main)
