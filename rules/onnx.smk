@@ -16,7 +16,7 @@ rule onnx:
         "logs/{model}/onnx/{artifact}.log",
     benchmark:
         "benchmarks/{model}/onnx/{artifact}.tsv"
-    threads: 2
+    threads: 1  # the builder runs on one core; two builds share a 2-core machine
     resources:
         mem_mb=lambda wildcards, input: resources.reference_mem_mb(input.checkpoint),
     shell:
