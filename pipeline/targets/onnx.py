@@ -1,0 +1,162 @@
+"""ONNX for onnxruntime-genai: the genai model builder, plus onnxruntime's HQQ quantizer on the builder's fp32 graph.
+
+    python -m pipeline.targets.onnx --model fixture-phi-3-mini-4k \
+        --artifact cpu_and_mobile/cpu-int4-rtn-block-32-acc-level-4 \
+        --checkpoint artifacts/fixture-phi-3-mini-4k/checkpoint \
+        --out artifacts/fixture-phi-3-mini-4k/onnx/cpu_and_mobile/cpu-int4-rtn-block-32-acc-level-4
+
+The artifact's device and options come from recipes/targets.yaml. Options the builder would silently ignore, or
+combinations it turns into broken graphs, are refused before anything is built. The artifact ships the
+checkpoint's own tokenizer files, declares the checkpoint's end tokens in genai_config.json, and attends within
+the checkpoint's sliding window (the builder leaves Phi-3's attention unwindowed).
+"""
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from pipeline import checkpoint, recipes
+from pipeline.atomic import atomic_dir
+from pipeline.cli import run_cli
+from pipeline.recipes import RecipeError
+
+TARGET = "onnx"
+EXECUTION_PROVIDERS = {"cpu": "cpu", "cuda": "cuda", "dml": "dml"}
+# Option -> the values the builder (or the HQQ quantizer) accepts; passed to --extra_options as key=value.
+BUILDER_OPTIONS = {
+    "block_size": {16, 32, 64, 128, 256},
+    "accuracy_level": {0, 1, 2, 3, 4},
+    "algo_config": {"default", "rtn", "k_quant", "rtn_last", "k_quant_last", "k_quant_mixed"},
+    "is_symmetric": {True, False},
+}
+OUR_OPTIONS = {"precision": {"int4", "fp16", "fp32"}, "quantizer": {"builder", "hqq"}}
+KNOWN_OPTIONS = {**BUILDER_OPTIONS, **OUR_OPTIONS}
+# (device, builder precision) pairs the builder accepts but writes broken graphs for.
+INVALID = {
+    ("cuda", "fp32"): "the builder writes an invalid graph for it (Graph output (present.0.key) does not exist)",
+    ("dml", "fp32"): "the builder writes an invalid graph for it (Graph output (present.0.key) does not exist)",
+}
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json",
+                   "added_tokens.json")
+
+
+def check_options(device: str, options: dict):
+    """Refuse, with the reason, what the builder would ignore silently or build into a broken graph."""
+    for key, value in options.items():
+        if key.startswith("int4_"):
+            raise RecipeError(f"onnx option '{key}': the builder silently ignores int4_-prefixed options; "
+                              f"write '{key[len('int4_'):]}'")
+        allowed = KNOWN_OPTIONS.get(key)
+        if allowed is None:
+            raise RecipeError(f"onnx option '{key}' is unknown; known: {', '.join(sorted(KNOWN_OPTIONS))}")
+        if value not in allowed:
+            raise RecipeError(f"onnx option {key}={value!r} is not one of {sorted(allowed, key=str)}")
+    if "precision" not in options:
+        raise RecipeError(f"onnx options need a precision, one of {sorted(OUR_OPTIONS['precision'])}")
+    if device not in EXECUTION_PROVIDERS:
+        raise RecipeError(f"onnx device '{device}' is not one of {sorted(EXECUTION_PROVIDERS)}")
+    invalid = INVALID.get((device, options["precision"]))
+    if invalid:
+        raise RecipeError(f"onnx {device} {options['precision']}: {invalid}")
+    if options.get("quantizer") == "hqq" and (options["precision"] != "fp32" or device != "cpu"):
+        raise RecipeError("onnx quantizer hqq quantizes the builder's cpu fp32 graph: set precision fp32, device cpu")
+    if options.get("quantizer") == "hqq" and set(options) & {"algo_config", "is_symmetric", "accuracy_level"}:
+        raise RecipeError("onnx quantizer hqq takes only block_size (onnxruntime's HQQ quantizer writes no "
+                          "accuracy_level and is always asymmetric)")
+
+
+def builder_command(python: str, source: Path, out: Path, cache: Path, device: str, options: dict) -> list[str]:
+    extra = [f"{key}={str(value).lower() if isinstance(value, bool) else value}"
+             for key, value in options.items() if key in BUILDER_OPTIONS and options.get("quantizer") != "hqq"]
+    return [python, "-m", "onnxruntime_genai.models.builder", "-i", str(source), "-o", str(out),
+            "-p", options["precision"], "-e", EXECUTION_PROVIDERS[device], "-c", str(cache),
+            *(["--extra_options", *extra] if extra else [])]
+
+
+def quantize_hqq(folder: Path, options: dict):
+    """Replace the fp32 MatMuls of folder/model.onnx with HQQ-quantized int4 MatMulNBits, in place."""
+    import onnx
+    from onnxruntime.quantization.matmul_nbits_quantizer import HQQWeightOnlyQuantConfig, MatMulNBitsQuantizer
+
+    block_size = options.get("block_size", 32)
+    quantizer = MatMulNBitsQuantizer(onnx.load(str(folder / "model.onnx")), block_size=block_size,
+                                     algo_config=HQQWeightOnlyQuantConfig(block_size=block_size, bits=4))
+    quantizer.process()
+    (folder / "model.onnx").unlink()
+    (folder / "model.onnx.data").unlink()
+    quantizer.model.save_model_to_file(str(folder / "model.onnx"), use_external_data_format=True)
+
+
+def attention_window(facts: dict) -> int:
+    """GroupQueryAttention's local_window_size for this checkpoint: its sliding window, -1 for none."""
+    window = facts.get("sliding_window")
+    return window if window and window < facts["context_length"] else -1
+
+
+def apply_sliding_window(folder: Path, facts: dict):
+    """The builder leaves local_window_size at -1 for Phi-3 (full attention) although the checkpoint has a
+    sliding window: set it, as the builder itself does for Mistral. Without it, positions past the window differ
+    from the reference, and genai's shared KV buffer (window + 16 tokens) cannot take a longer prompt."""
+    import onnx
+
+    window = attention_window(facts)
+    graph = onnx.load(str(folder / "model.onnx"), load_external_data=False)
+    for node in graph.graph.node:
+        for attribute in node.attribute:
+            if node.op_type == "GroupQueryAttention" and attribute.name == "local_window_size":
+                attribute.i = window
+    onnx.save(graph, str(folder / "model.onnx"))
+
+
+def ship_checkpoint_tokenizer(source: Path, out: Path, facts: dict):
+    """The checkpoint's own tokenizer files (the builder re-saves them through transformers 5), its chat template
+    and end tokens (recipe overrides applied) declared where genai reads them."""
+    for name in TOKENIZER_FILES:
+        (out / name).unlink(missing_ok=True)
+        if (source / name).exists():
+            shutil.copy2(source / name, out / name)
+    (out / "chat_template.jinja").unlink(missing_ok=True)
+    tokenizer_config = json.loads((out / "tokenizer_config.json").read_text())
+    if tokenizer_config.get("chat_template") != facts["chat_template"]:
+        tokenizer_config["chat_template"] = facts["chat_template"]
+        (out / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2, ensure_ascii=False))
+    config_file = out / "genai_config.json"
+    config = json.loads(config_file.read_text())
+    config["model"]["eos_token_id"] = facts["stop_token_ids"]
+    config_file.write_text(json.dumps(config, indent=4) + "\n")
+
+
+def build(model: str, artifact: str, source: Path, out: Path, python: str = sys.executable) -> Path:
+    recipe = recipes.load_supported(model)
+    spec = recipes.artifact(recipe, TARGET, artifact)
+    if spec["refused"]:
+        raise RecipeError(spec["refused"])
+    options = spec["options"]
+    check_options(spec["device"], options)
+    facts = checkpoint.facts(source, recipe.get("overrides"))
+    with atomic_dir(out) as scratch, tempfile.TemporaryDirectory() as cache:
+        command = builder_command(python, source, scratch, Path(cache), spec["device"], options)
+        print(" ".join(command), flush=True)
+        subprocess.run(command, check=True)
+        if options.get("quantizer") == "hqq":
+            quantize_hqq(scratch, options)
+        apply_sliding_window(scratch, facts)
+        ship_checkpoint_tokenizer(source, scratch, facts)
+    return out
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="recipe name (recipes/models/<model>.yaml)")
+    parser.add_argument("--artifact", required=True, help="artifact name in recipes/targets.yaml, target onnx")
+    parser.add_argument("--checkpoint", required=True, type=Path)
+    parser.add_argument("--out", required=True, type=Path)
+    args = parser.parse_args(argv)
+    print(build(args.model, args.artifact, args.checkpoint, args.out))
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,179 @@
+"""ONNX target: the artifacts the real run made, and the validator failing artifacts broken on purpose."""
+import json
+import shutil
+
+import pytest
+import yaml
+
+from conftest import ARTIFACTS, FIXTURES, ROOT, read_json, run
+
+PYTHON = ROOT / ".envs" / "onnx" / "bin" / "python"
+CPU_INT4 = "cpu_and_mobile/cpu-int4-rtn-block-32-acc-level-4"
+TARGETS = yaml.safe_load((ROOT / "recipes" / "targets.yaml").read_text())["targets"]["onnx"]
+MODEL = "fixture-phi-3-mini-4k"
+
+
+def validation(model, artifact):
+    return read_json(ARTIFACTS / model / "onnx" / f"{artifact}.validation.json")
+
+
+# Measured: on the briefly trained phi-4-mini fixture (near-flat logits) the RTN int4 builds reproduce only
+# 0.53 of the greedy continuations (threshold 0.60) and answer 1 of the reference's 2; HQQ passes.
+RTN_INT4 = ["cpu_and_mobile/cpu-int4-rtn-block-32-acc-level-4", "cuda/cuda-int4-rtn-block-32",
+            "directml/directml-int4-rtn-block-32"]
+FAILED = {("fixture-phi-4-mini", artifact): {"task", "greedy_agreement"} for artifact in RTN_INT4}
+
+
+@pytest.mark.parametrize("model", [m for m in FIXTURES if m != "fixture-phi-3.5-moe"])
+@pytest.mark.parametrize("artifact", list(TARGETS["artifacts"]))
+def test_every_artifact_in_genai(pipeline_run, model, artifact):
+    record = validation(model, artifact)
+    checks = record["checks"]
+    failed = {name for name, c in checks.items() if c["status"] == "failed"}
+    assert failed == FAILED.get((model, artifact), set()), record.get("reason")
+    assert record["status"] == ("failed" if failed else "passed")
+    assert record["runtime"]["name"] == "onnxruntime-genai" and record["device"]["used"] == "cpu"
+    assert checks["tokenizer_parity"]["mismatches"] == 0
+    assert checks["stop"]["stopped"] == checks["stop"]["prompts"] == 12
+    assert checks["teacher_forced_top1"]["value"] >= record["thresholds"]["teacher_forced_top1"]
+    assert checks["kl"]["mean"] <= record["thresholds"]["max_mean_kl"]
+    assert checks["teacher_forced_logits"]["max_abs_difference_last_position"] <= 1e-5
+    if TARGETS["artifacts"][artifact]["device"] == "cpu":
+        assert record["not_run"] == []
+    else:
+        assert record["not_run"] == ["ran on the CPU provider; CUDA/DirectML not run here"]
+
+
+def test_phi4_rtn_int4_greedy_shortfall(pipeline_run):
+    for artifact in RTN_INT4:
+        greedy = validation("fixture-phi-4-mini", artifact)["checks"]["greedy_agreement"]["value"]
+        assert 0.45 < greedy < 0.6
+    assert validation("fixture-phi-4-mini", "cpu_and_mobile/cpu-int4-hqq-block-32")["status"] == "passed"
+
+
+def test_recipe_shows_in_the_graph(pipeline_run):
+    for artifact, spec in TARGETS["artifacts"].items():
+        found = validation(MODEL, artifact)["checks"]["quantization"]
+        if spec["precision"] == "int4":
+            assert found["matmulnbits"] > 0 and {f["block_size"] for f in found["found"]} == {32}
+        else:
+            assert found["matmulnbits"] == 0
+    cpu = validation(MODEL, CPU_INT4)["checks"]["quantization"]["found"]
+    assert {f["accuracy_level"] for f in cpu} == {4}
+
+
+def test_trained_fixture_answers_and_long_prompt(pipeline_run):
+    """Measured: the cpu int4 build answers 12 of 12 (mini-4k) and 9 of the reference's 10 (mini-128k); fp16 all
+    the reference answers."""
+    for model, answered in (("fixture-phi-3-mini-4k", 12), ("fixture-phi-3-mini-128k", 9)):
+        checks = validation(model, CPU_INT4)["checks"]
+        assert checks["task"]["answered"] == answered
+        assert checks["long_context"]["status"] == "passed" and checks["long_context"]["prompts"]
+        fp16 = validation(model, "cuda/cuda-fp16")["checks"]["task"]
+        assert fp16["answered"] == fp16["reference_answered"]
+
+
+def test_sliding_window_applied(pipeline_run):
+    """The builder leaves Phi-3's attention unwindowed; the build sets the checkpoint's window and the float
+    artifact then matches the reference past it."""
+    for model in ("fixture-phi-3-mini-4k", "fixture-phi-3-medium-4k"):
+        checks = validation(model, "cuda/cuda-fp16")["checks"]
+        assert checks["sliding_window"]["found"] == [2047]
+        past = checks["long_context"]["prompts"]["long-past-sliding-window"]
+        assert past["mean_kl_past_boundary"] < 1e-3
+    assert validation("fixture-phi-3-mini-128k", CPU_INT4)["checks"]["sliding_window"]["found"] == [-1]
+
+
+def test_moe_refused_with_the_builders_reason(pipeline_run):
+    for artifact in TARGETS["artifacts"]:
+        record = validation("fixture-phi-3.5-moe", artifact)
+        assert record["status"] == "not_run"
+        assert "longrope RoPE style is not currently supported" in record["reason"]
+        assert not (ARTIFACTS / "fixture-phi-3.5-moe" / "onnx" / artifact).exists()
+
+
+def artifacts_root(tmp_path, artifact, model=MODEL):
+    """An artifacts root holding a copy of one built artifact, the model's reference and checkpoint linked."""
+    root = tmp_path / "artifacts"
+    (root / model).mkdir(parents=True)
+    for name in ("reference", "checkpoint"):
+        (root / model / name).symlink_to(ARTIFACTS / model / name)
+    shutil.copytree(ARTIFACTS / model / "onnx" / CPU_INT4, root / model / "onnx" / artifact)
+    return root
+
+
+def validate(root, artifact, cwd=ROOT):
+    out = root / "out.validation.json"
+    run([PYTHON, "-m", "pipeline.validate", "--model", MODEL, "--target", "onnx", "--artifact", artifact,
+         "--artifacts", root, "--out", out], cwd=cwd)
+    return read_json(out)
+
+
+def edit_json(path, change):
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+def test_ignored_option_fails(pipeline_run, repo_copy, tmp_path):
+    """The builder ignores int4_block_size=64 int4_accuracy_level=1 and makes the default graph: a recipe asking
+    for block 64, level 1 that gets that graph fails."""
+    table = yaml.safe_load((repo_copy / "recipes" / "targets.yaml").read_text())
+    asked = "cpu_and_mobile/cpu-int4-rtn-block-64-acc-level-1"
+    table["targets"]["onnx"]["artifacts"][asked] = {
+        "precision": "int4", "device": "cpu",
+        "options": {"precision": "int4", "algo_config": "rtn", "block_size": 64, "accuracy_level": 1}}
+    (repo_copy / "recipes" / "targets.yaml").write_text(yaml.safe_dump(table))
+    record = validate(artifacts_root(tmp_path, asked), asked, cwd=repo_copy)
+    assert record["status"] == "failed"
+    assert record["checks"]["quantization"]["status"] == "failed"
+    assert "differ from the recipe's {'bits': 4, 'block_size': 64, 'accuracy_level': 1" in record["reason"]
+
+
+def test_wrong_eos_fails(pipeline_run, tmp_path):
+    root = artifacts_root(tmp_path, CPU_INT4)
+    edit_json(root / MODEL / "onnx" / CPU_INT4 / "genai_config.json",
+              lambda c: c["model"].update(eos_token_id=[512]))
+    record = validate(root, CPU_INT4)
+    assert record["status"] == "failed"
+    assert "genai_config.json: eos_token_id [512] (checkpoint: [512, 513, 519])" in record["reason"]
+    assert record["checks"]["stop"]["status"] == "failed"  # genai no longer stops on <|end|>
+
+
+def test_tokenizer_mismatch_fails(pipeline_run, tmp_path):
+    """Another checkpoint's tokenizer files shipped with the model."""
+    root = artifacts_root(tmp_path, CPU_INT4)
+    folder = root / MODEL / "onnx" / CPU_INT4
+    for name in ("tokenizer.model", "added_tokens.json", "special_tokens_map.json"):
+        (folder / name).unlink()
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(ARTIFACTS / "fixture-phi-4-mini" / "checkpoint" / name, folder / name)
+    record = validate(root, CPU_INT4)
+    assert record["status"] == "failed"
+    assert "12 of 12 chat prompts tokenize differently from the checkpoint's HF tokenizer" in record["reason"]
+
+
+def test_truncated_external_data_fails(pipeline_run, tmp_path):
+    root = artifacts_root(tmp_path, CPU_INT4)
+    data = root / MODEL / "onnx" / CPU_INT4 / "model.onnx.data"
+    data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
+    record = validate(root, CPU_INT4)
+    assert record["status"] == "failed"
+    assert record["reason"].startswith("the artifact does not load in genai: truncated external data:")
+    assert "model.onnx.data, which has" in record["reason"]
+
+
+@pytest.mark.parametrize("options, reason", [
+    ({"precision": "int4", "int4_block_size": 64}, "the builder silently ignores int4_-prefixed options"),
+    ({"precision": "fp32"}, "onnx cuda fp32: the builder writes an invalid graph"),
+    ({"precision": "int4", "block_size": 48}, "onnx option block_size=48 is not one of"),
+])
+def test_invalid_recipe_refused_before_building(repo_copy, tmp_path, options, reason):
+    table = yaml.safe_load((repo_copy / "recipes" / "targets.yaml").read_text())
+    table["targets"]["onnx"]["artifacts"]["cuda/bad"] = {"precision": "int4", "device": "cuda", "options": options}
+    (repo_copy / "recipes" / "targets.yaml").write_text(yaml.safe_dump(table))
+    out = tmp_path / "bad"
+    result = run([PYTHON, "-m", "pipeline.targets.onnx", "--model", MODEL, "--artifact", "cuda/bad",
+                  "--checkpoint", ARTIFACTS / MODEL / "checkpoint", "--out", out], cwd=repo_copy, check=False)
+    assert result.returncode == 2 and not out.exists()
+    assert result.stderr.startswith("phi-forge: error: ") and reason in result.stderr
