@@ -1,4 +1,5 @@
 # Configuration, validated against pipeline/schemas/config.schema.yaml before anything runs.
+import json
 import sys
 import time
 from pathlib import Path
@@ -93,3 +94,9 @@ def publish_inputs(wildcards):
     stem = f"artifacts/{wildcards.model}/{wildcards.target}/{wildcards.artifact}"
     return {"artifact": stem, "validation": f"{stem}.validation.json",
             "provenance": f"artifacts/{wildcards.model}/provenance.json"}
+
+
+def artifact_spec(model, target, artifact):
+    """An artifact's settings (recipes/targets.yaml and the model's recipe) as a rule parameter: Snakemake reruns
+    the job when they change, and not when another part of targets.yaml does."""
+    return json.dumps(recipes.artifact(RECIPES[model], target, artifact), sort_keys=True)

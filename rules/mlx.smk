@@ -4,13 +4,13 @@ rule mlx:
     input:
         checkpoint="artifacts/{model}/checkpoint",
         recipe="recipes/models/{model}.yaml",
-        targets="recipes/targets.yaml",
         env=".envs/mlx/ready",
     output:
         directory("artifacts/{model}/mlx/{artifact}"),
     wildcard_constraints:
         artifact="|".join(map(re.escape, TARGETS["mlx"]["artifacts"])),
     params:
+        spec=lambda wildcards: artifact_spec(wildcards.model, "mlx", wildcards.artifact),
         python=toolchain_python("mlx"),
     log:
         "logs/{model}/mlx/{artifact}.log",

@@ -4,13 +4,13 @@ rule onnx:
     input:
         checkpoint="artifacts/{model}/checkpoint",
         recipe="recipes/models/{model}.yaml",
-        targets="recipes/targets.yaml",
         env=".envs/onnx/ready",
     output:
         directory("artifacts/{model}/onnx/{artifact}"),
     wildcard_constraints:
         artifact="|".join(map(re.escape, TARGETS.get("onnx", {}).get("artifacts", {}))) or "no-artifact",
     params:
+        spec=lambda wildcards: artifact_spec(wildcards.model, "onnx", wildcards.artifact),
         python=".envs/onnx/bin/python",
     log:
         "logs/{model}/onnx/{artifact}.log",

@@ -3,13 +3,13 @@ rule openvino:
     input:
         checkpoint="artifacts/{model}/checkpoint",
         recipe="recipes/models/{model}.yaml",
-        targets="recipes/targets.yaml",
         env=".envs/openvino/ready",
     output:
         directory("artifacts/{model}/openvino/{artifact}"),
     wildcard_constraints:
         artifact="[A-Za-z0-9_-]+",
     params:
+        spec=lambda wildcards: artifact_spec(wildcards.model, "openvino", wildcards.artifact),
         python=".envs/openvino/bin/python",
     log:
         "logs/{model}/openvino/{artifact}.log",

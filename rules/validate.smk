@@ -4,10 +4,10 @@ rule validate:
     input:
         unpack(validation_inputs),
         recipe="recipes/models/{model}.yaml",
-        targets="recipes/targets.yaml",
     output:
         "artifacts/{model}/{target}/{artifact}.validation.json",
     params:
+        spec=lambda wildcards: artifact_spec(wildcards.model, wildcards.target, wildcards.artifact),
         python=lambda wildcards: toolchain_python(wildcards.target),
     log:
         "logs/{model}/validate/{target}/{artifact}.log",
