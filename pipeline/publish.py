@@ -82,7 +82,9 @@ def card_text(model: str, spec: dict, record: dict, folder: Path, recipe: dict, 
     source = provenance.get("recipe_source", provenance.get("source"))
     revision = provenance.get("revision_resolved")
     status = record["status"] + (f": {record['reason']}" if record.get("reason") else "")
-    usage = card["usage"].format(model=model, artifact=spec["name"].replace("/", "-"), file=main_file(folder))
+    usage = card["usage"]
+    for name, value in {"model": model, "artifact": spec["name"].replace("/", "-"), "file": main_file(folder)}.items():
+        usage = usage.replace("{" + name + "}", value)  # not str.format: usage text has braces of its own
     not_run = "".join(f"- {item}\n" for item in record.get("not_run", []))
     return (front_matter(recipe, provenance, spec, card)
             + f"\n# {model}: {spec['target']} {spec['name']}\n\n"
