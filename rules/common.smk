@@ -1,5 +1,4 @@
 # Configuration, validated against pipeline/schemas/config.schema.yaml before anything runs.
-import json
 import sys
 import time
 from pathlib import Path
@@ -95,8 +94,3 @@ def publish_inputs(wildcards):
     return {"artifact": stem, "validation": f"{stem}.validation.json",
             "provenance": f"artifacts/{wildcards.model}/provenance.json"}
 
-
-def artifact_spec(model, target, artifact):
-    """An artifact's settings (recipes/targets.yaml and the model's recipe) as a rule parameter: Snakemake reruns
-    the job when they change, and not when another part of targets.yaml does."""
-    return json.dumps(recipes.artifact(RECIPES[model], target, artifact), sort_keys=True)

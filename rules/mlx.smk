@@ -10,7 +10,7 @@ rule mlx:
     wildcard_constraints:
         artifact="|".join(map(re.escape, TARGETS["mlx"]["artifacts"])),
     params:
-        spec=lambda wildcards: artifact_spec(wildcards.model, "mlx", wildcards.artifact),
+        spec=lambda wildcards: recipes.artifact(RECIPES[wildcards.model], "mlx", wildcards.artifact),
         python=toolchain_python("mlx"),
     log:
         "logs/{model}/mlx/{artifact}.log",

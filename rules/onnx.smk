@@ -10,7 +10,7 @@ rule onnx:
     wildcard_constraints:
         artifact="|".join(map(re.escape, TARGETS.get("onnx", {}).get("artifacts", {}))) or "no-artifact",
     params:
-        spec=lambda wildcards: artifact_spec(wildcards.model, "onnx", wildcards.artifact),
+        spec=lambda wildcards: recipes.artifact(RECIPES[wildcards.model], "onnx", wildcards.artifact),
         python=".envs/onnx/bin/python",
     log:
         "logs/{model}/onnx/{artifact}.log",

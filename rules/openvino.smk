@@ -9,7 +9,7 @@ rule openvino:
     wildcard_constraints:
         artifact="[A-Za-z0-9_-]+",
     params:
-        spec=lambda wildcards: artifact_spec(wildcards.model, "openvino", wildcards.artifact),
+        spec=lambda wildcards: recipes.artifact(RECIPES[wildcards.model], "openvino", wildcards.artifact),
         python=".envs/openvino/bin/python",
     log:
         "logs/{model}/openvino/{artifact}.log",

@@ -7,7 +7,7 @@ rule validate:
     output:
         "artifacts/{model}/{target}/{artifact}.validation.json",
     params:
-        spec=lambda wildcards: artifact_spec(wildcards.model, wildcards.target, wildcards.artifact),
+        spec=lambda wildcards: recipes.artifact(RECIPES[wildcards.model], wildcards.target, wildcards.artifact),
         python=lambda wildcards: toolchain_python(wildcards.target),
     log:
         "logs/{model}/validate/{target}/{artifact}.log",
