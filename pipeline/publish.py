@@ -6,7 +6,6 @@ in the Hugging Face model-card convention, in artifacts/<model>/publish/<target>
 
 Files are hard-linked from the built artifact where the filesystem allows (no second copy on disk).
 """
-import argparse
 import json
 import os
 import shutil
@@ -16,7 +15,7 @@ import yaml
 
 from pipeline import recipes
 from pipeline.atomic import atomic_dir
-from pipeline.cli import run_cli
+from pipeline.cli import artifact_parser, run_cli
 
 ARTIFACTS = Path("artifacts")
 CHECK_NAMES = {"tokenizer_parity": "tokenizer parity with HF", "stop": "stops at its end token",
@@ -117,13 +116,7 @@ def publish(model: str, target: str, name: str, out: Path, artifacts: Path = ART
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--target", required=True)
-    parser.add_argument("--artifact", required=True)
-    parser.add_argument("--artifacts", type=Path, default=ARTIFACTS)
-    parser.add_argument("--out", required=True, type=Path)
-    args = parser.parse_args(argv)
+    args = artifact_parser(__doc__).parse_args(argv)
     publish(args.model, args.target, args.artifact, args.out, args.artifacts)
     print(f"published {args.out}")
 

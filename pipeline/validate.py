@@ -7,7 +7,6 @@ The artifact is artifacts/<model>/<target>/<artifact>/; recipes/targets.yaml nam
 (pipeline/runtimes/<runtime>.py), which has `open(folder, facts, spec) -> Runtime`. Runs in the target's
 toolchain environment. Writes validation.json whatever the outcome; its status says whether the artifact passed.
 """
-import argparse
 import importlib
 import math
 import time
@@ -16,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import checkpoint, recipes, task
-from pipeline.cli import run_cli
+from pipeline.cli import artifact_parser, run_cli
 from pipeline.prompts import PAST_BOUNDARY
 from pipeline.validation import (ArtifactError, Reference, check, compare_logits, greedy_agreement, not_run, overall,
                                  perplexity, write)
@@ -237,13 +236,7 @@ def validate(model: str, target: str, name: str, artifacts: Path = ARTIFACTS) ->
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--target", required=True)
-    parser.add_argument("--artifact", required=True)
-    parser.add_argument("--artifacts", type=Path, default=ARTIFACTS)
-    parser.add_argument("--out", required=True, type=Path)
-    args = parser.parse_args(argv)
+    args = artifact_parser(__doc__).parse_args(argv)
     record = validate(args.model, args.target, args.artifact, args.artifacts)
     write(args.out, record)
     print(f"{args.model} {record['artifact']}: {record['status']}" + (f": {record['reason']}"
