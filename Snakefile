@@ -20,6 +20,7 @@ rule all:
 include: "rules/envs.smk"
 include: "rules/checkpoint.smk"
 include: "rules/reference.smk"
+include: "rules/gguf.smk"
 include: "rules/validate.smk"
 include: "rules/summary.smk"
 

@@ -24,6 +24,10 @@ from pipeline.validation import (Reference, check, compare_logits, greedy_agreem
 ARTIFACTS = Path("artifacts")
 
 
+class ArtifactError(Exception):
+    """Raised by an adapter's `open` when its runtime cannot load the artifact: the validation fails with it."""
+
+
 class Runtime:
     """What an adapter gives the validator. Subclass it in pipeline/runtimes/<runtime>.py.
 
@@ -191,11 +195,12 @@ def parameter_count(checkpoint_folder: Path) -> int:
     return sum(math.prod(t["shape"]) for t in checkpoint.tensor_table(checkpoint_folder).values())
 
 
-def refused_record(base: dict, spec: dict) -> dict:
+def refused_record(base: dict, spec: dict, status: str = "not_run", reason: str | None = None) -> dict:
     checks = ("tokenizer_parity", "stop", "task", "greedy_agreement", "teacher_forced_top1", "kl", "perplexity")
-    return {**base, "runtime": {"name": spec["runtime"], "version": "not run"}, "status": "not_run",
-            "reason": spec["refused"], "not_run": [spec["refused"]], "size_bytes": 0,
-            "checks": {name: not_run(spec["refused"]) for name in checks}}
+    reason = reason or spec["refused"]
+    return {**base, "runtime": {"name": spec["runtime"], "version": "not run"}, "status": status,
+            "reason": reason, "not_run": [reason], "size_bytes": 0,
+            "checks": {name: not_run(reason) for name in checks}}
 
 
 def validate_folder(folder: Path, spec: dict, model: str, artifacts: Path = ARTIFACTS) -> dict:
@@ -208,7 +213,10 @@ def validate_folder(folder: Path, spec: dict, model: str, artifacts: Path = ARTI
     reference = Reference(artifacts / model / "reference")
     adapter = importlib.import_module(f"pipeline.runtimes.{spec['runtime']}")
     started = time.perf_counter()
-    runtime = adapter.open(Path(folder), reference.data["facts"], spec)
+    try:
+        runtime = adapter.open(Path(folder), reference.data["facts"], spec)
+    except ArtifactError as error:
+        return refused_record(base, spec, "failed", f"{spec['runtime']} cannot load the artifact: {error}")
     load_time = time.perf_counter() - started
     checks, tokens_per_s = run_checks(runtime, reference, spec["thresholds"])
     status, reason = overall(checks)

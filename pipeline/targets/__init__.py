@@ -1,0 +1,1 @@
+"""Builders, one per target: `python -m pipeline.targets.<target> --help`."""
