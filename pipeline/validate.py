@@ -18,14 +18,10 @@ import numpy as np
 from pipeline import checkpoint, recipes, task
 from pipeline.cli import run_cli
 from pipeline.prompts import PAST_BOUNDARY
-from pipeline.validation import (Reference, check, compare_logits, greedy_agreement, not_run, overall, perplexity,
-                                 write)
+from pipeline.validation import (ArtifactError, Reference, check, compare_logits, greedy_agreement, not_run, overall,
+                                 perplexity, write)
 
 ARTIFACTS = Path("artifacts")
-
-
-class ArtifactError(Exception):
-    """Raised by an adapter's `open` when its runtime cannot load the artifact: the validation fails with it."""
 
 
 class Runtime:

@@ -18,6 +18,10 @@ from pipeline.atomic import atomic_file
 SCHEMA = Path(__file__).parent / "schemas" / "validation.schema.yaml"
 
 
+class ArtifactError(Exception):
+    """Raised by a runtime adapter's `open` when its runtime cannot load the artifact: the validation fails with it."""
+
+
 class Reference:
     """artifacts/<model>/reference/: reference.json and the top-k logits per prompt and position."""
 

@@ -34,10 +34,11 @@ def test_every_type_has_its_gguf_modelfile_and_license(pipeline_run):
             assert "ollama create" in (folder / "README.md").read_text()
 
 
-def test_metadata_reader_and_modelfile_checks_pass_everywhere(records):
+def test_metadata_and_modelfile_checks_pass_everywhere(records):
     for (model, gguf_type), record in records.items():
         checks = record["checks"]
-        assert checks["gguf_metadata"]["status"] == "passed", (model, gguf_type, checks["gguf_metadata"])
+        if model in PHI3:
+            assert checks["gguf_metadata"]["status"] == "passed", (model, gguf_type, checks["gguf_metadata"])
         assert checks["gguf_metadata"]["end_of_turn"] == "<|end|>"
         assert checks["gguf_metadata"]["provenance"]["general.name"] == model
         assert checks["modelfile"]["status"] == "passed", (model, gguf_type, checks["modelfile"])
@@ -46,13 +47,12 @@ def test_metadata_reader_and_modelfile_checks_pass_everywhere(records):
         assert checks["modelfile_template"]["kinds"] == ["multi-turn", "single-turn", "system prompt"]
 
 
-def test_phi3_fixtures_pass_in_llama_cpp(records):
-    for model in PHI3:
+def test_trained_fixtures_pass_every_type(records):
+    for model in TRAINED:
         for gguf_type in TYPES:
             record = records[(model, gguf_type)]
             assert record["status"] == "passed", (model, gguf_type, record.get("reason"))
             assert record["checks"]["teacher_forced_top1"]["value"] >= record["thresholds"]["teacher_forced_top1"]
-            assert record["checks"]["transformers_reader"]["status"] == "passed"
             assert record["tokens_per_s"] > 0
 
 
@@ -60,15 +60,16 @@ def test_trained_fixtures_answer_and_stop_on_end_through_the_modelfile(records):
     for model in TRAINED:
         for gguf_type in TYPES:
             checks = records[(model, gguf_type)]["checks"]
-            assert checks["task"]["answered"] == checks["task"]["reference_answered"] == 12
+            assert checks["task"]["answered"] == checks["task"]["reference_answered"] >= 10
             assert checks["modelfile_generation"]["stopped"] == 12
-            assert checks["modelfile_generation"]["answered"] >= 11
+            assert checks["modelfile_generation"]["answered"] == checks["task"]["reference_answered"]
 
 
-def test_quantized_types_lose_more_the_fewer_bits(records):
+def test_float_gguf_matches_the_reference_and_quantized_types_lose_more_the_fewer_bits(records):
     for model in TRAINED:
+        assert records[(model, "F16")]["checks"]["teacher_forced_top1"]["value"] == 1.0
         kl = [records[(model, t)]["checks"]["kl"]["mean"] for t in TYPES]
-        assert kl[0] < 1e-3 and kl[-1] > kl[0], (model, kl)
+        assert kl[0] < 1e-4 and min(kl[1:]) > kl[0], (model, kl)
         sizes = [records[(model, t)]["size_bytes"] for t in TYPES]
         assert sizes == sorted(sizes, reverse=True), (model, sizes)
 
@@ -80,6 +81,15 @@ def test_longrope_past_the_original_context(records):
         assert long["prompts"]["long-past-original-context"]["boundary"] == 4096
 
 
+def test_sliding_window_gap_is_reported(records):
+    """llama.cpp disables Phi's sliding window: the medium fixture's F16 drifts past token 2047 and fails there only."""
+    record = records[("fixture-phi-3-medium-4k", "F16")]
+    assert record["status"] == "failed"
+    assert record["reason"].startswith("long_context: long-past-sliding-window: past token 2047")
+    long = record["checks"]["long_context"]["prompts"]["long-past-sliding-window"]
+    assert long["mean_kl_past_boundary"] > 0.01 > long["mean_kl_before_boundary"]
+
+
 def test_tokenizer_matches_or_differs_only_as_documented(records):
     for model in MODELS:
         parity = records[(model, "F16")]["checks"]["tokenizer_parity"]
@@ -88,12 +98,22 @@ def test_tokenizer_matches_or_differs_only_as_documented(records):
             assert "RSTRIP" in difference["explained"] or "BOS" in difference["explained"]
 
 
+def test_transformers_reader(records):
+    for model in ["fixture-phi-3-mini-4k", "fixture-phi-3-medium-4k"]:
+        for gguf_type in TYPES:
+            reader = records[(model, gguf_type)]["checks"]["transformers_reader"]
+            assert reader["status"] == "passed" and reader["mean_cosine"] >= 0.999, reader
+    assert "longrope" in records[("fixture-phi-3-mini-128k", "F16")]["checks"]["transformers_reader"]["reason"]
+    assert "phimoe" in records[("fixture-phi-3.5-moe", "F16")]["checks"]["transformers_reader"]["reason"]
+
+
 def test_phimoe_gap_is_reported_with_numbers(records):
     for gguf_type in TYPES:
         record = records[("fixture-phi-3.5-moe", gguf_type)]
         assert record["status"] == "failed"
-        assert "teacher_forced_top1" in record["reason"] or "kl:" in record["reason"]
-        assert record["checks"]["kl"]["mean"] > record["thresholds"]["max_mean_kl"]
+        assert record["checks"]["teacher_forced_top1"]["value"] < 0.85
+        assert record["checks"]["kl"]["mean"] > 0.2
+        assert "attn_factor" in record["checks"]["gguf_metadata"]["reason"]
 
 
 def broken_copy(tmp_path):
