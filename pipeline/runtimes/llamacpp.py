@@ -56,6 +56,8 @@ def field(reader: gguf.GGUFReader, key: str):
 class LlamaCpp(Runtime):
     name = "llama.cpp (llama-cpp-python)"
     version = f"llama-cpp-python {llama_cpp.__version__}"
+    not_run = ["ollama create / ollama run: no Ollama binary here; the Modelfile's grammar, its TEMPLATE in Go's "
+               "text/template and its stops are checked, and its prompts run in llama.cpp"]
 
     def __init__(self, folder: Path, facts: dict, spec: dict):
         self.folder, self.facts, self.spec = Path(folder), facts, spec
