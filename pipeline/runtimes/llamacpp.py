@@ -104,7 +104,8 @@ class LlamaCpp(Runtime):
         return bool(llama_cpp.llama_vocab_is_eog(self.vocab, token))
 
     def generate(self, ids, max_new_tokens, stop=None):
-        """Greedy; stops on llama.cpp's end-of-generation tokens, or on the texts in `stop` as Ollama does."""
+        """Greedy; stops on llama.cpp's end-of-generation tokens, or on a token whose text is in `stop` (the
+        Modelfile's stop list)."""
         llm = self.for_length(len(ids) + max_new_tokens)
         llm.reset()
         llm.eval(ids)
