@@ -22,6 +22,7 @@ rule all:
 include: "rules/envs.smk"
 include: "rules/checkpoint.smk"
 include: "rules/reference.smk"
+include: "rules/gguf.smk"
 include: "rules/onnx.smk"
 include: "rules/openvino.smk"
 include: "rules/mlx.smk"

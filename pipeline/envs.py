@@ -6,14 +6,23 @@ environment cannot serve all.
 
     python -m pipeline.envs create torch     # .envs/torch from envs/torch.lock
     python -m pipeline.envs lock torch       # envs/torch.lock from envs/torch.in, in a scratch venv
+
+envs/<toolchain>.setup.yaml, where present, says what the toolchain needs beyond pip: `build_env`, variables for
+packages pip compiles from source; `sdist`, files taken from a locked package's source distribution (at the
+lock's version) into the environment folder.
 """
 import argparse
 import hashlib
+import os
+import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 from pathlib import Path
+
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 ENVS = ROOT / "envs"
@@ -21,9 +30,34 @@ ENVS = ROOT / "envs"
 CONSTRAINTS = ENVS / "constraints.txt"
 
 
-def pip_install(python: Path, *args: str):
+def setup(toolchain: str) -> dict:
+    path = ENVS / f"{toolchain}.setup.yaml"
+    return yaml.safe_load(path.read_text()) if path.exists() else {}
+
+
+def pip_install(python: Path, *args: str, env: dict | None = None):
     subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                    "--constraint", str(CONSTRAINTS), *args], check=True)
+                    "--constraint", str(CONSTRAINTS), *args], check=True, env={**os.environ, **(env or {})})
+
+
+def locked_version(lock: Path, package: str) -> str:
+    canonical = lambda name: re.sub(r"[-_.]+", "-", name).lower()
+    pins = dict(line.split("==", 1) for line in lock.read_text().splitlines() if "==" in line)
+    return {canonical(name): version for name, version in pins.items()}[canonical(package)]
+
+
+def extract_sdist(python: Path, lock: Path, folder: Path, package: str, prefix: str, members: list, into: str):
+    """Download the locked version's sdist and copy prefix/<member> (files or folders) into folder/<into>."""
+    with tempfile.TemporaryDirectory() as scratch:
+        subprocess.run([str(python), "-m", "pip", "download", "--quiet", "--disable-pip-version-check", "--no-deps",
+                        "--no-binary", ":all:", f"{package}=={locked_version(lock, package)}", "-d", scratch],
+                       check=True)
+        with tarfile.open(next(Path(scratch).glob("*.tar.gz"))) as sdist:
+            root = sdist.getnames()[0].split("/")[0]
+            wanted = [f"{root}/{prefix}/{member}" for member in members]
+            chosen = [m for m in sdist.getmembers() if any(m.name == w or m.name.startswith(w + "/") for w in wanted)]
+            sdist.extractall(scratch, members=chosen, filter="data")
+        shutil.copytree(Path(scratch) / root / prefix, folder / into)
 
 
 def make_venv(folder: Path) -> Path:
@@ -37,8 +71,11 @@ def create(toolchain: str, root: Path = ROOT / ".envs") -> Path:
     lock = ENVS / f"{toolchain}.lock"
     folder = root / toolchain
     python = make_venv(folder)
-    pip_install(python, "--no-deps", "-r", str(lock))
+    steps = setup(toolchain)
+    pip_install(python, "--no-deps", "-r", str(lock), env=steps.get("build_env"))
     subprocess.run([str(python), "-m", "pip", "check"], check=True)
+    if "sdist" in steps:
+        extract_sdist(python, lock, folder, **steps["sdist"])
     (folder / "ready").write_text(hashlib.sha256(lock.read_bytes()).hexdigest() + "\n")
     return folder
 
@@ -46,7 +83,7 @@ def create(toolchain: str, root: Path = ROOT / ".envs") -> Path:
 def lock(toolchain: str) -> Path:
     with tempfile.TemporaryDirectory() as scratch:
         python = make_venv(Path(scratch) / "venv")
-        pip_install(python, "-r", str(ENVS / f"{toolchain}.in"))
+        pip_install(python, "-r", str(ENVS / f"{toolchain}.in"), env=setup(toolchain).get("build_env"))
         # --all keeps setuptools, which torch requires at run time; pip itself comes with the venv.
         frozen = subprocess.run([str(python), "-m", "pip", "freeze", "--all", "--exclude", "pip"],
                                 check=True, capture_output=True, text=True).stdout

@@ -1,0 +1,3 @@
+module phiforge/ollamatemplate
+
+go 1.22

@@ -1,0 +1,179 @@
+"""GGUF target: every type and Modelfile of every fixture as the pipeline run built and validated them, and
+broken copies (wrong eot, truncated file, wrong Modelfile template, wrong stop list) that the validator fails."""
+import shutil
+import subprocess
+
+import pytest
+
+from conftest import ARTIFACTS, FIXTURES, ROOT, TRAINED, read_json
+from pipeline import recipes
+
+GGUF_PYTHON = ROOT / ".envs" / "gguf" / "bin" / "python"
+TYPES = list(recipes.targets()["targets"]["gguf"]["artifacts"])
+# fixture-phi-4-mini's recipe makes no GGUF: the converter does not know its small BPE vocabulary (see the recipe).
+MODELS = [m for m in FIXTURES if any(a["target"] == "gguf" for a in recipes.artifacts(recipes.load(m)))]
+PHI3 = [m for m in MODELS if recipes.load(m)["architecture"] == "Phi3ForCausalLM"]
+BROKEN_MODEL, BROKEN_TYPE = "fixture-phi-3-mini-4k", "Q8_0"
+
+
+@pytest.fixture(scope="module")
+def records(pipeline_run):
+    return {(m, t): read_json(ARTIFACTS / m / "gguf" / f"{t}.validation.json") for m in MODELS for t in TYPES}
+
+
+def test_every_type_has_its_gguf_modelfile_and_license(pipeline_run):
+    assert MODELS == [m for m in FIXTURES if m != "fixture-phi-4-mini"]
+    for model in MODELS:
+        license_text = (ARTIFACTS / model / "checkpoint" / "LICENSE").read_text()
+        for gguf_type in TYPES:
+            folder = ARTIFACTS / model / "gguf" / gguf_type
+            assert sorted(p.name for p in folder.glob("*.gguf")) == [f"{model}-{gguf_type}.gguf"]
+            modelfile = (folder / "Modelfile").read_text()
+            assert modelfile.startswith(f"FROM ./{model}-{gguf_type}.gguf\n")
+            assert (folder / "LICENSE").read_text() == license_text
+            assert "ollama create" in (folder / "README.md").read_text()
+
+
+def test_metadata_and_modelfile_checks_pass_everywhere(records):
+    for (model, gguf_type), record in records.items():
+        checks = record["checks"]
+        if model in PHI3:
+            assert checks["gguf_metadata"]["status"] == "passed", (model, gguf_type, checks["gguf_metadata"])
+        assert checks["gguf_metadata"]["end_of_turn"] == "<|end|>"
+        assert checks["gguf_metadata"]["provenance"]["general.name"] == model
+        assert checks["modelfile"]["status"] == "passed", (model, gguf_type, checks["modelfile"])
+        assert checks["modelfile"]["num_ctx"] == [4096]
+        assert checks["modelfile_template"]["status"] == "passed", (model, gguf_type, checks["modelfile_template"])
+        assert checks["modelfile_template"]["kinds"] == ["multi-turn", "single-turn", "system prompt"]
+
+
+def test_trained_fixtures_pass_every_type(records):
+    for model in TRAINED:
+        for gguf_type in TYPES:
+            record = records[(model, gguf_type)]
+            assert record["status"] == "passed", (model, gguf_type, record.get("reason"))
+            assert record["checks"]["teacher_forced_top1"]["value"] >= record["thresholds"]["teacher_forced_top1"]
+            assert record["tokens_per_s"] > 0
+
+
+def test_trained_fixtures_answer_and_stop_on_end_through_the_modelfile(records):
+    for model in TRAINED:
+        for gguf_type in TYPES:
+            checks = records[(model, gguf_type)]["checks"]
+            assert checks["task"]["answered"] == checks["task"]["reference_answered"] >= 10
+            assert checks["modelfile_generation"]["stopped"] == 12
+            assert checks["modelfile_generation"]["answered"] == checks["task"]["reference_answered"]
+
+
+def test_float_gguf_matches_the_reference_and_quantized_types_lose_more_the_fewer_bits(records):
+    for model in TRAINED:
+        assert records[(model, "F16")]["checks"]["teacher_forced_top1"]["value"] == 1.0
+        kl = [records[(model, t)]["checks"]["kl"]["mean"] for t in TYPES]
+        assert kl[0] < 1e-4 and min(kl[1:]) > kl[0], (model, kl)
+        sizes = [records[(model, t)]["size_bytes"] for t in TYPES]
+        assert sizes == sorted(sizes, reverse=True), (model, sizes)
+
+
+def test_longrope_past_the_original_context(records):
+    for gguf_type in TYPES:
+        long = records[("fixture-phi-3-mini-128k", gguf_type)]["checks"]["long_context"]
+        assert long["status"] == "passed", long
+        assert long["prompts"]["long-past-original-context"]["boundary"] == 4096
+
+
+def test_sliding_window_gap_is_reported(records):
+    """llama.cpp disables Phi's sliding window: the medium fixture's F16 drifts past token 2047 and fails there only."""
+    record = records[("fixture-phi-3-medium-4k", "F16")]
+    assert record["status"] == "failed"
+    assert record["reason"].startswith("long_context: long-past-sliding-window: past token 2047")
+    long = record["checks"]["long_context"]["prompts"]["long-past-sliding-window"]
+    assert long["mean_kl_past_boundary"] > 0.01 > long["mean_kl_before_boundary"]
+
+
+def test_tokenizer_matches_or_differs_only_as_documented(records):
+    for model in MODELS:
+        parity = records[(model, "F16")]["checks"]["tokenizer_parity"]
+        assert parity["status"] == "passed", parity
+        for difference in parity["differences"]:
+            assert "RSTRIP" in difference["explained"] or "BOS" in difference["explained"]
+
+
+def test_transformers_reader(records):
+    for model in ["fixture-phi-3-mini-4k", "fixture-phi-3-medium-4k"]:
+        for gguf_type in TYPES:
+            reader = records[(model, gguf_type)]["checks"]["transformers_reader"]
+            assert reader["status"] == "passed" and reader["mean_cosine"] >= 0.999, reader
+    assert "longrope" in records[("fixture-phi-3-mini-128k", "F16")]["checks"]["transformers_reader"]["reason"]
+    assert "phimoe" in records[("fixture-phi-3.5-moe", "F16")]["checks"]["transformers_reader"]["reason"]
+
+
+def test_phimoe_gap_is_reported_with_numbers(records):
+    for gguf_type in TYPES:
+        record = records[("fixture-phi-3.5-moe", gguf_type)]
+        assert record["status"] == "failed"
+        assert record["checks"]["teacher_forced_top1"]["value"] < 0.85
+        assert record["checks"]["kl"]["mean"] > 0.2
+        assert "attn_factor" in record["checks"]["gguf_metadata"]["reason"]
+
+
+def broken_copy(tmp_path):
+    """An artifacts root holding a copy of one GGUF artifact, its model's checkpoint and reference linked."""
+    root = tmp_path / "artifacts"
+    (root / BROKEN_MODEL / "gguf").mkdir(parents=True)
+    for name in ("checkpoint", "reference"):
+        (root / BROKEN_MODEL / name).symlink_to(ARTIFACTS / BROKEN_MODEL / name)
+    folder = root / BROKEN_MODEL / "gguf" / BROKEN_TYPE
+    shutil.copytree(ARTIFACTS / BROKEN_MODEL / "gguf" / BROKEN_TYPE, folder)
+    return root, folder
+
+
+def validate(root, tmp_path):
+    out = tmp_path / "validation.json"
+    subprocess.run([GGUF_PYTHON, "-m", "pipeline.validate", "--model", BROKEN_MODEL, "--target", "gguf",
+                    "--artifact", BROKEN_TYPE, "--artifacts", root, "--out", out], cwd=ROOT, check=True,
+                   capture_output=True)
+    return read_json(out)
+
+
+def test_wrong_eot_fails(pipeline_run, tmp_path):
+    root, folder = broken_copy(tmp_path)
+    gguf = folder / f"{BROKEN_MODEL}-{BROKEN_TYPE}.gguf"
+    script = ROOT / ".envs" / "gguf" / "llama.cpp" / "gguf-py" / "gguf" / "scripts" / "gguf_new_metadata.py"
+    subprocess.run([GGUF_PYTHON, script, gguf, tmp_path / "wrong.gguf", "--special-token", "eot", "<|endoftext|>",
+                    "--force"], check=True, capture_output=True, env={"PYTHONPATH": str(script.parents[2])})
+    shutil.move(tmp_path / "wrong.gguf", gguf)
+    record = validate(root, tmp_path)
+    assert record["status"] == "failed"
+    assert record["checks"]["gguf_metadata"]["reason"].startswith("tokenizer.ggml.eot_token_id is 512, the "
+                                                                  "checkpoint says 519")
+
+
+def test_truncated_gguf_fails(pipeline_run, tmp_path):
+    root, folder = broken_copy(tmp_path)
+    gguf = folder / f"{BROKEN_MODEL}-{BROKEN_TYPE}.gguf"
+    gguf.write_bytes(gguf.read_bytes()[:gguf.stat().st_size // 2])
+    record = validate(root, tmp_path)
+    assert record["status"] == "failed"
+    assert "truncated" in record["reason"], record["reason"]
+
+
+def test_wrong_template_in_modelfile_fails(pipeline_run, tmp_path):
+    root, folder = broken_copy(tmp_path)
+    modelfile = folder / "Modelfile"
+    modelfile.write_text(modelfile.read_text().replace("<|user|>\n{{ .Content }}", "<|user|>{{ .Content }}"))
+    record = validate(root, tmp_path)
+    assert record["status"] == "failed"
+    reason = record["checks"]["modelfile_template"]["reason"]
+    assert reason.startswith("TEMPLATE rendered by Go's text/template differs from the checkpoint's chat template in "
+                             "12 of 12 conversations"), reason
+    assert record["checks"]["modelfile"]["status"] == "passed"
+
+
+def test_wrong_stop_list_fails(pipeline_run, tmp_path):
+    root, folder = broken_copy(tmp_path)
+    modelfile = folder / "Modelfile"
+    modelfile.write_text(modelfile.read_text().replace('PARAMETER stop "<|end|>"\n', ""))
+    record = validate(root, tmp_path)
+    assert record["status"] == "failed"
+    assert "missing ['<|end|>']" in record["checks"]["modelfile"]["reason"]
+    assert record["checks"]["modelfile_template"]["status"] == "passed"
