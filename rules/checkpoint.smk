@@ -1,7 +1,6 @@
 # The checkpoint every target starts from: built (fixtures) or pulled (hub, local folder), then verified.
 rule fixture:
     input:
-        recipe="recipes/models/{model}.yaml",
         env=".envs/torch/ready",
     output:
         directory("artifacts/{model}/fixture"),
@@ -11,6 +10,7 @@ rule fixture:
         "benchmarks/{model}/fixture.tsv"
     params:
         python=TORCH,
+        fixture=lambda wildcards: RECIPES[wildcards.model]["fixture"],
     threads: 1  # the trainer pins one thread so the weights are the same on every machine
     resources:
         mem_mb=3000,
@@ -21,7 +21,6 @@ rule fixture:
 rule pull:
     input:
         unpack(pull_inputs),
-        recipe="recipes/models/{model}.yaml",
     output:
         checkpoint=directory("artifacts/{model}/checkpoint"),
         provenance="artifacts/{model}/provenance.json",

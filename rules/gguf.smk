@@ -3,13 +3,13 @@
 rule gguf_convert:
     input:
         checkpoint="artifacts/{model}/checkpoint",
-        recipe="recipes/models/{model}.yaml",
         env=".envs/gguf/ready",
     output:
         directory("artifacts/{model}/gguf/{artifact}"),
     wildcard_constraints:
         artifact="|".join(n for n, a in TARGETS["gguf"]["artifacts"].items() if "base" not in a["options"]),
     params:
+        spec=lambda wildcards: recipes.artifact(RECIPES[wildcards.model], "gguf", wildcards.artifact),
         python=toolchain_python("gguf"),
     log:
         "logs/{model}/gguf/{artifact}.log",
@@ -26,7 +26,6 @@ rule gguf_convert:
 rule gguf_quantize:
     input:
         checkpoint="artifacts/{model}/checkpoint",
-        recipe="recipes/models/{model}.yaml",
         env=".envs/gguf/ready",
         base=lambda wildcards: f"artifacts/{wildcards.model}/gguf/"
         + TARGETS["gguf"]["artifacts"][wildcards.artifact]["options"]["base"],
@@ -35,6 +34,7 @@ rule gguf_quantize:
     wildcard_constraints:
         artifact="|".join(n for n, a in TARGETS["gguf"]["artifacts"].items() if "base" in a["options"]),
     params:
+        spec=lambda wildcards: recipes.artifact(RECIPES[wildcards.model], "gguf", wildcards.artifact),
         python=toolchain_python("gguf"),
     log:
         "logs/{model}/gguf/{artifact}.log",

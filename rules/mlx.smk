@@ -3,7 +3,6 @@
 rule mlx:
     input:
         checkpoint="artifacts/{model}/checkpoint",
-        recipe="recipes/models/{model}.yaml",
         env=".envs/mlx/ready",
     output:
         directory("artifacts/{model}/mlx/{artifact}"),

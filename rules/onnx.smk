@@ -3,7 +3,6 @@
 rule onnx:
     input:
         checkpoint="artifacts/{model}/checkpoint",
-        recipe="recipes/models/{model}.yaml",
         env=".envs/onnx/ready",
     output:
         directory("artifacts/{model}/onnx/{artifact}"),

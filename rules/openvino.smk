@@ -2,7 +2,6 @@
 rule openvino:
     input:
         checkpoint="artifacts/{model}/checkpoint",
-        recipe="recipes/models/{model}.yaml",
         env=".envs/openvino/ready",
     output:
         directory("artifacts/{model}/openvino/{artifact}"),

@@ -2,11 +2,11 @@
 rule reference:
     input:
         checkpoint="artifacts/{model}/checkpoint",
-        recipe="recipes/models/{model}.yaml",
         env=".envs/torch/ready",
     output:
         directory("artifacts/{model}/reference"),
     params:
+        overrides=lambda wildcards: RECIPES[wildcards.model].get("overrides"),
         python=TORCH,
         max_new_tokens=config["reference"]["max_new_tokens"],
         top_k=config["reference"]["top_k"],

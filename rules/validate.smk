@@ -3,7 +3,6 @@
 rule validate:
     input:
         unpack(validation_inputs),
-        recipe="recipes/models/{model}.yaml",
     output:
         "artifacts/{model}/{target}/{artifact}.validation.json",
     params:
