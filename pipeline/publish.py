@@ -25,8 +25,9 @@ CHECK_NAMES = {"tokenizer_parity": "tokenizer parity with HF", "stop": "stops at
 
 
 def link_tree(source: Path, destination: Path):
+    """Hard-link the artifact's files; a converter's own README.md is left out: the card replaces it."""
     for path in sorted(source.rglob("*")):
-        if path.is_file() and not path.name.startswith("."):
+        if path.is_file() and not path.name.startswith(".") and path.relative_to(source) != Path("README.md"):
             target = destination / path.relative_to(source)
             target.parent.mkdir(parents=True, exist_ok=True)
             try:

@@ -31,7 +31,8 @@ def test_every_type_has_its_gguf_modelfile_and_license(pipeline_run):
             modelfile = (folder / "Modelfile").read_text()
             assert modelfile.startswith(f"FROM ./{model}-{gguf_type}.gguf\n")
             assert (folder / "LICENSE").read_text() == license_text
-            assert "ollama create" in (folder / "README.md").read_text()
+            card = ARTIFACTS / model / "publish" / "gguf" / gguf_type / "README.md"
+            assert f"ollama create {model}-{gguf_type} -f Modelfile" in card.read_text()
 
 
 def test_metadata_and_modelfile_checks_pass_everywhere(records):

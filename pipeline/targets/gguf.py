@@ -2,7 +2,8 @@
 
 The float type is converted once per model by llama.cpp's own converter (the copy in llama-cpp-python's sdist,
 matching the compiled llama.cpp); every other type is quantized from it by llama.cpp's quantizer. Each artifact
-folder is what a user publishes: <model>-<TYPE>.gguf, its Modelfile, README.md and the checkpoint's LICENSE.
+folder is what a user publishes: <model>-<TYPE>.gguf, its Modelfile and the checkpoint's LICENSE
+(the publish stage adds the model card).
 
     python -m pipeline.targets.gguf --model fixture-phi-3-mini-4k --artifact F16 \
         --checkpoint artifacts/fixture-phi-3-mini-4k/checkpoint --out artifacts/fixture-phi-3-mini-4k/gguf/F16
@@ -99,19 +100,6 @@ def num_ctx(spec: dict, facts: dict) -> int:
     return min(spec["options"]["num_ctx"], facts["context_length"])
 
 
-def model_card(model: str, spec: dict, gguf: str, facts: dict) -> str:
-    tag = f"{model}:{spec['name'].lower()}"
-    return (f"# {model} {spec['options']['type']} (GGUF)\n\n"
-            f"`{gguf}`: {model} for llama.cpp, made by phi-forge with llama.cpp's own converter"
-            f"{'' if 'base' not in spec['options'] else ' and quantizer'}.\n"
-            f"End of turn: `{facts['end_of_turn']}`; context length {facts['context_length']}.\n\n"
-            "## Ollama\n\n```sh\n"
-            f"ollama create {tag} -f Modelfile\nollama run {tag}\n```\n\n"
-            "## llama.cpp\n\n```sh\n"
-            f"llama-cli -m {gguf} -cnv -c {num_ctx(spec, facts)}\n```\n\n"
-            "Licensed as the checkpoint it was made from: see LICENSE.\n")
-
-
 def metadata_override(model: str, recipe: dict, folder: Path) -> dict:
     provenance_path = folder.parent / "provenance.json"
     provenance = checkpoint.read_json(provenance_path) if provenance_path.exists() else {}
@@ -164,7 +152,6 @@ def build(model: str, artifact: str, folder: Path, out: Path, base: Path | None 
         (scratch / "Modelfile").write_text(modelfile(gguf, template, facts["stop_tokens"], num_ctx(spec, facts),
                                                      license_text))
         shutil.copy(folder / "LICENSE", scratch / "LICENSE")
-        (scratch / "README.md").write_text(model_card(model, spec, gguf, facts))
 
 
 def main(argv=None):
