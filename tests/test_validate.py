@@ -58,9 +58,10 @@ def test_a_wrong_end_token_fails_the_stop_check_and_says_so(pipeline_run, tmp_pa
     config["eos_token_id"] = json.loads((broken / "added_tokens.json").read_text())["<|system|>"]
     (broken / "generation_config.json").write_text(json.dumps(config))
     record = validate_checkpoint(broken, artifacts)
-    assert record["status"] == "failed"
-    assert record["checks"]["stop"]["stopped"] == 0
-    assert "stop: stopped on an end token" in record["reason"] and "in 0 of 12 chat prompts" in record["reason"]
+    stop = record["checks"]["stop"]
+    assert record["status"] == "failed" and stop["status"] == "failed"
+    assert stop["stopped"] < stop["prompts"] == 12  # only a continuation that happens to end on <|end|> counts
+    assert f"stop: stopped on an end token [512, 513, 519] in {stop['stopped']} of 12 chat prompts" in record["reason"]
     assert record["checks"]["teacher_forced_top1"]["status"] == "passed"  # the weights are fine: only the stop
 
 
