@@ -7,7 +7,6 @@ recipe's hash, tool and package versions, each artifact's validation summary) an
 SHA256SUMS paths are relative to artifacts/<model>/, so `sha256sum -c SHA256SUMS` works there too.
 """
 import argparse
-import hashlib
 import json
 import sys
 from pathlib import Path
@@ -15,17 +14,10 @@ from pathlib import Path
 from pipeline import recipes
 from pipeline.atomic import atomic_file
 from pipeline.cli import run_cli
+from pipeline.pull import sha256
 
 ARTIFACTS = Path("artifacts")
 ENVS = recipes.ROOT / "envs"
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def published_files(model_folder: Path) -> list[Path]:

@@ -2,6 +2,7 @@
 
 Light on purpose (yaml + jsonschema only): the Snakemake process imports it to build the DAG.
 """
+import functools
 from pathlib import Path
 
 import jsonschema
@@ -54,7 +55,9 @@ def load_supported(name: str) -> dict:
     return recipe
 
 
+@functools.cache  # read once per process: the DAG asks for it for every job
 def targets() -> dict:
+    """recipes/targets.yaml, checked against its schema. Callers copy what they change."""
     table = yaml.safe_load((RECIPES / "targets.yaml").read_text())
     check_schema(table, load_schema("targets.schema.yaml"), "recipes/targets.yaml",
                  "Fix it (schema: pipeline/schemas/targets.schema.yaml).")
