@@ -7,12 +7,8 @@ import json
 import struct
 from pathlib import Path
 
-# Architectures as the hub's config.json names them -> transformers model_type.
-SUPPORTED = {"Phi3ForCausalLM": "phi3", "PhiMoEForCausalLM": "phimoe"}
-REFUSED = {
-    "Phi3SmallForCausalLM": "Phi-3-small needs remote code and a tiktoken tokenizer (trust_remote_code)",
-    "Phi3VForCausalLM": "Phi-3.5-vision is multimodal and needs remote code",
-}
+from pipeline.architectures import ARCHITECTURES, REFUSED, expected_shapes
+
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")
 
@@ -85,28 +81,12 @@ def architecture(config: dict, folder: Path) -> str:
     for name in names:
         if name in REFUSED:
             raise CheckpointError(f"{folder}: unsupported architecture {name}: {REFUSED[name]}. "
-                                  f"Supported: {', '.join(SUPPORTED)}.")
-    supported = [n for n in names if n in SUPPORTED]
+                                  f"Supported: {', '.join(ARCHITECTURES)}.")
+    supported = [n for n in names if n in ARCHITECTURES]
     if not supported:
         raise CheckpointError(f"{folder}: unsupported architecture {names or 'none given'}; phi-forge converts "
-                              f"{', '.join(SUPPORTED)}. Pick a Phi-3 / Phi-3.5 / Phi-4-mini checkpoint.")
+                              f"{', '.join(ARCHITECTURES)}. Pick a Phi-3 / Phi-3.5 / Phi-4-mini checkpoint.")
     return supported[0]
-
-
-def expected_shapes(config: dict) -> dict[str, list[int]]:
-    """Shapes the config implies for tensors every Phi checkpoint has, in the hub's tensor names."""
-    hidden, heads = config["hidden_size"], config["num_attention_heads"]
-    head_dim = config.get("head_dim") or hidden // heads
-    kv = config.get("num_key_value_heads") or heads
-    last = config["num_hidden_layers"] - 1
-    shapes = {"model.embed_tokens.weight": [config["vocab_size"], hidden],
-              f"model.layers.{last}.input_layernorm.weight": [hidden]}
-    if config.get("model_type") == "phimoe":
-        shapes[f"model.layers.{last}.self_attn.k_proj.weight"] = [kv * head_dim, hidden]
-    else:
-        shapes[f"model.layers.{last}.self_attn.qkv_proj.weight"] = [(heads + 2 * kv) * head_dim, hidden]
-        shapes[f"model.layers.{last}.mlp.down_proj.weight"] = [hidden, config["intermediate_size"]]
-    return shapes
 
 
 def verify(folder: Path) -> dict:
@@ -115,9 +95,8 @@ def verify(folder: Path) -> dict:
     if not folder.is_dir():
         raise CheckpointError(f"{folder}: no such folder. Check the path given as the model's source.")
     config = read_json(folder / "config.json")
-    architecture(config, folder)
     table = tensor_table(folder)
-    for name, shape in expected_shapes(config).items():
+    for name, shape in expected_shapes(architecture(config, folder), config).items():
         if name not in table:
             raise CheckpointError(f"{folder}: config.json does not match the weights: tensor {name} is missing "
                                   f"(config says {config['num_hidden_layers']} layers). Use the config.json that "

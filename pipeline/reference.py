@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import save_file
 
 from pipeline import checkpoint, prompts, recipes, task
+from pipeline.architectures import ARCHITECTURES
 from pipeline.atomic import atomic_dir
 from pipeline.cli import run_cli
 
@@ -40,8 +41,9 @@ def longrope_by_sequence_length(rotary):
     return forward
 
 
-# model_type -> fix of an upstream fault in the reference's own runtime, applied when its rope type is longrope
-ROTARY_FIXES = {"phimoe": longrope_by_sequence_length}
+# Fixes of upstream faults in the reference's own runtime, named by an architecture's reference_rotary_fix
+# (pipeline/architectures.py) and applied when its rope type is longrope.
+ROTARY_FIXES = {"longrope_by_sequence_length": longrope_by_sequence_length}
 
 
 def load(folder: Path):
@@ -49,9 +51,9 @@ def load(folder: Path):
 
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
-    fix = ROTARY_FIXES.get(model.config.model_type)
+    fix = ARCHITECTURES[model.config.architectures[0]].reference_rotary_fix
     if fix and model.config.rope_parameters.get("rope_type") == "longrope":
-        model.model.rotary_emb.forward = fix(model.model.rotary_emb)
+        model.model.rotary_emb.forward = ROTARY_FIXES[fix](model.model.rotary_emb)
     return tokenizer, model.eval()
 
 
