@@ -8,7 +8,7 @@ environment cannot serve all.
     python -m pipeline.envs lock torch       # envs/torch.lock from envs/torch.in, in a scratch venv
 
 envs/<toolchain>.setup.yaml, where present, says what the toolchain needs beyond pip: `build_env`, variables for
-packages pip compiles from source; `sdist`, files taken from a locked package's source distribution (at the
+packages pip compiles from source (`{envs}` in them is the absolute path of envs/); `sdist`, files taken from a locked package's source distribution (at the
 lock's version) into the environment folder.
 """
 import argparse
@@ -32,7 +32,10 @@ CONSTRAINTS = ENVS / "constraints.txt"
 
 def setup(toolchain: str) -> dict:
     path = ENVS / f"{toolchain}.setup.yaml"
-    return yaml.safe_load(path.read_text()) if path.exists() else {}
+    steps = yaml.safe_load(path.read_text()) if path.exists() else {}
+    if "build_env" in steps:
+        steps["build_env"] = {key: value.replace("{envs}", str(ENVS)) for key, value in steps["build_env"].items()}
+    return steps
 
 
 def pip_install(python: Path, *args: str, env: dict | None = None):
