@@ -4,6 +4,8 @@
 #   snakemake --cores 4 all --config models='[phi-3.5-mini-instruct]'   # a real model from the Hub
 #
 # Each stage is a rules/<stage>.smk file calling `python -m pipeline.<stage>`, which a person can run by hand.
+# Every rule hands its stage the paths it declares; with --config shadow=minimal each job runs in a folder that
+# holds only those (as on a cluster node without a shared filesystem).
 
 include: "rules/common.smk"
 
@@ -22,10 +24,7 @@ rule all:
 include: "rules/envs.smk"
 include: "rules/checkpoint.smk"
 include: "rules/reference.smk"
-include: "rules/gguf.smk"
-include: "rules/onnx.smk"
-include: "rules/openvino.smk"
-include: "rules/mlx.smk"
+include: "rules/build.smk"
 include: "rules/validate.smk"
 include: "rules/publish.smk"
 include: "rules/summary.smk"

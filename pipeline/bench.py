@@ -1,10 +1,11 @@
 """Benchmarks: wall time and peak memory of a command, side by side with a baseline run in the same script.
 
-Each target has `python -m pipeline.bench.<target>`, which times phi-forge's build against the upstream tool run
-by hand on the same input and prints the figures with their ratio. Numbers are printed, never asserted.
+Each target has `python -m pipeline.targets.<target>.bench`, which times phi-forge's build against the upstream
+tool run by hand on the same input and prints the figures with their ratio. Numbers are printed, never asserted.
 """
 import os
 import subprocess
+import sys
 import time
 
 
@@ -20,6 +21,12 @@ def measure(command: list[str], env: dict | None = None, cwd=None) -> dict:
     if os.waitstatus_to_exitcode(status) != 0:
         raise RuntimeError(f"{command} failed:\n{stderr[-2000:]}")
     return {"wall_s": wall, "peak_rss_mb": usage.ru_maxrss / 1024}  # ru_maxrss is in KiB on Linux
+
+
+def build_command(target: str, artifact: str, model: str, checkpoint, out, base=None) -> list:
+    """phi-forge's one builder CLI, as the workflow calls it."""
+    return [sys.executable, "-m", "pipeline.build", "--target", target, "--artifact", artifact, "--recipe", model,
+            "--checkpoint", checkpoint, "--out", out, *(["--base", base] if base else [])]
 
 
 def print_table(rows: list[tuple[str, dict, dict]]):

@@ -1,11 +1,14 @@
 """What an ops team uploads, per artifact: the artifact's files, its validation.json and a model card (README.md)
 in the Hugging Face model-card convention, in artifacts/<model>/publish/<target>/<artifact>/.
 
-    python -m pipeline.publish --model fixture-phi-3-mini-4k --target gguf --artifact Q4_K_M \
-        --out artifacts/fixture-phi-3-mini-4k/publish/gguf/Q4_K_M
+    python -m pipeline.publish --recipe fixture-phi-3-mini-4k --target gguf --artifact Q4_K_M \
+        --folder artifacts/fixture-phi-3-mini-4k/gguf/Q4_K_M \
+        --validation artifacts/fixture-phi-3-mini-4k/gguf/Q4_K_M.validation.json \
+        --provenance artifacts/fixture-phi-3-mini-4k/provenance.json --out /tmp/publish-Q4_K_M
 
 Files are hard-linked from the built artifact where the filesystem allows (no second copy on disk).
 """
+import argparse
 import json
 import os
 import shutil
@@ -15,9 +18,8 @@ import yaml
 
 from pipeline import recipes
 from pipeline.atomic import atomic_dir
-from pipeline.cli import artifact_parser, run_cli
+from pipeline.cli import run_cli
 
-ARTIFACTS = Path("artifacts")
 CHECK_NAMES = {"tokenizer_parity": "tokenizer parity with HF", "stop": "stops at its end token",
                "task": "fixture task answered", "greedy_agreement": "greedy agreement",
                "teacher_forced_top1": "teacher-forced top-1", "kl": "KL to the reference",
@@ -103,22 +105,29 @@ def card_text(model: str, spec: dict, record: dict, folder: Path, recipe: dict, 
             + f"\n## Licence\n\n{recipe['license']}, as the source checkpoint.\n")
 
 
-def publish(model: str, target: str, name: str, out: Path, artifacts: Path = ARTIFACTS):
-    recipe = recipes.load_supported(model)
+def publish(recipe: dict, target: str, name: str, folder: Path, validation: Path, provenance: Path, out: Path):
     spec = recipes.artifact(recipe, target, name)
     card = recipes.targets()["targets"][target]["card"]
-    folder = artifacts / model / target / name
-    record = json.loads((artifacts / model / target / f"{name}.validation.json").read_text())
-    provenance = json.loads((artifacts / model / "provenance.json").read_text())
+    record = json.loads(Path(validation).read_text())
     with atomic_dir(out) as scratch:
         link_tree(folder, scratch)
-        shutil.copy2(artifacts / model / target / f"{name}.validation.json", scratch / "validation.json")
-        (scratch / "README.md").write_text(card_text(model, spec, record, folder, recipe, provenance, card))
+        shutil.copy2(validation, scratch / "validation.json")
+        (scratch / "README.md").write_text(card_text(recipe["name"], spec, record, folder, recipe,
+                                                     json.loads(Path(provenance).read_text()), card))
 
 
 def main(argv=None):
-    args = artifact_parser(__doc__).parse_args(argv)
-    publish(args.model, args.target, args.artifact, args.out, args.artifacts)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--recipe", required=True, help="the model's recipe (recipes/models/<name>.yaml)")
+    parser.add_argument("--target", required=True)
+    parser.add_argument("--artifact", required=True)
+    parser.add_argument("--folder", required=True, type=Path, help="the built artifact")
+    parser.add_argument("--validation", required=True, type=Path, help="its validation.json")
+    parser.add_argument("--provenance", required=True, type=Path, help="the checkpoint's provenance.json")
+    parser.add_argument("--out", required=True, type=Path)
+    args = parser.parse_args(argv)
+    publish(recipes.load_supported(args.recipe), args.target, args.artifact, args.folder, args.validation,
+            args.provenance, args.out)
     print(f"published {args.out}")
 
 

@@ -8,6 +8,8 @@ from pathlib import Path
 import jsonschema
 import yaml
 
+from pipeline.architectures import ARCHITECTURES
+
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES = ROOT / "recipes"
 SCHEMAS = Path(__file__).resolve().parent / "schemas"
@@ -48,11 +50,24 @@ def load(name: str) -> dict:
     return recipe
 
 
+def local(folder: Path) -> dict:
+    """The recipe of a checkpoint folder used as it is, with no recipe file: named after the folder."""
+    from pipeline.checkpoint import architecture, read_json
+
+    folder = Path(folder)
+    return {"name": folder.resolve().name, "source": str(folder), "license": "see the checkpoint's LICENSE",
+            "architecture": architecture(read_json(folder / "config.json"), folder)}
+
+
 def load_supported(name: str) -> dict:
     recipe = load(name)
     if "unsupported" in recipe:
         raise RecipeError(f"model '{name}' is not supported: {recipe['unsupported']}")
     return recipe
+
+
+# What a build needs beyond the interpreter, and per MB of the checkpoint's weights (bf16 read, float32 held).
+DEFAULT_MEMORY = {"base_mb": 1500, "per_weights_mb": 3}
 
 
 @functools.cache  # read once per process: the DAG asks for it for every job
@@ -73,17 +88,22 @@ def thresholds(recipe: dict, precision: str) -> dict:
 def artifact(recipe: dict, target: str, name: str, table: dict | None = None) -> dict:
     """One artifact's full spec for this model: its target's settings, its own, and why it is refused, if it is.
 
-    A target or an artifact lists `unsupported: {architecture: reason}`: those are not built, and their
-    validation.json says why.
+    The architecture's row (pipeline/architectures.py) says which targets cannot make it; an artifact may list
+    `unsupported: {architecture: reason}` of its own. Those are not built, and their validation.json says why.
     """
     table = table or targets()
     target_spec = table["targets"][target]
     spec = target_spec["artifacts"][name]
-    refusals = {**target_spec.get("unsupported", {}), **spec.get("unsupported", {})}
+    architecture = ARCHITECTURES.get(recipe["architecture"])
+    refusals = {**({recipe["architecture"]: architecture.unsupported[target]}
+                   if architecture and target in architecture.unsupported else {}), **spec.get("unsupported", {})}
     refused = refusals.get(recipe["architecture"])
-    return {"target": target, "name": name, "toolchain": target_spec["toolchain"],
-            "runtime": target_spec["runtime"], "precision": spec["precision"], "device": spec.get("device", "cpu"),
+    return {"target": target, "name": name, "model": recipe["name"], "license": recipe["license"],
+            "toolchain": target_spec["toolchain"], "runtime": target_spec["runtime"],
+            "precision": spec["precision"], "device": spec.get("device", "cpu"),
             "options": {**target_spec.get("options", {}), **spec.get("options", {})},
+            "threads": spec.get("threads", target_spec.get("threads", 1)),
+            "memory": spec.get("memory", target_spec.get("memory", DEFAULT_MEMORY)),
             "thresholds": thresholds(recipe, spec["precision"]),
             "refused": f"{target}/{name} is not built for {recipe['architecture']}: {refused}" if refused else None}
 

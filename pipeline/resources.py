@@ -1,15 +1,22 @@
-"""Memory a stage needs, from the checkpoint's size, so a cluster scheduler can place the job."""
+"""Memory a job needs, from the checkpoint's size, so a scheduler can place it.
+
+Snakemake evaluates these on a job's declared input: during planning (a dry run, --dag, a cluster's first pass)
+the checkpoint may not have been pulled yet, and the job gets a planning value; Snakemake evaluates them again,
+with the checkpoint there, before it runs or submits the job.
+"""
 from pathlib import Path
 
 from pipeline.checkpoint import weight_files
-
-OVERHEAD_MB = 1500  # interpreter, torch, tokenizer, activations of the tiny prompt set
-
-
-def weights_mb(folder) -> int:
-    return sum(p.stat().st_size for p in weight_files(Path(folder))) // 2**20
+from pipeline.recipes import DEFAULT_MEMORY
 
 
-def reference_mem_mb(checkpoint) -> int:
-    # bf16 weights become float32 (x2), plus the load buffer while converting (x1).
-    return OVERHEAD_MB + 3 * weights_mb(checkpoint)
+def weights_mb(folder) -> int | None:
+    """The checkpoint's weights in MB; None while the folder does not exist yet."""
+    folder = Path(folder)
+    return sum(p.stat().st_size for p in weight_files(folder)) // 2**20 if folder.is_dir() else None
+
+
+def mem_mb(checkpoint, memory: dict = DEFAULT_MEMORY) -> int:
+    """base_mb + per_weights_mb x the weights; base_mb alone while planning, before the checkpoint exists."""
+    weights = weights_mb(checkpoint)
+    return int(memory["base_mb"] + memory["per_weights_mb"] * (weights or 0))

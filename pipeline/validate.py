@@ -1,12 +1,14 @@
-"""The one validator: every check of the validation contract, run on any runtime through a small adapter.
+"""The one validator: every check of the validation contract, run on any runtime through its target's adapter.
 
-    python -m pipeline.validate --model fixture-phi-3-mini-4k --target gguf --artifact Q4_K_M \
-        --out artifacts/fixture-phi-3-mini-4k/gguf/Q4_K_M.validation.json
+    python -m pipeline.validate --target gguf --artifact Q4_K_M --recipe fixture-phi-3-mini-4k \
+        --folder artifacts/fixture-phi-3-mini-4k/gguf/Q4_K_M --checkpoint artifacts/fixture-phi-3-mini-4k/checkpoint \
+        --reference artifacts/fixture-phi-3-mini-4k/reference --out /tmp/Q4_K_M.validation.json
 
-The artifact is artifacts/<model>/<target>/<artifact>/; recipes/targets.yaml names the target's runtime adapter
-(pipeline/runtimes/<runtime>.py), which has `open(folder, facts, spec) -> Runtime`. Runs in the target's
-toolchain environment. Writes validation.json whatever the outcome; its status says whether the artifact passed.
+The adapter is pipeline/targets/<target>/runtime.py: `open(folder, checkpoint, facts, spec) -> Runtime`
+(pipeline/runtimes/base.py). Runs in the target's toolchain environment. Writes validation.json whatever the
+outcome; its status says whether the artifact passed.
 """
+import argparse
 import importlib
 import math
 import time
@@ -15,56 +17,13 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import checkpoint, recipes, task
-from pipeline.cli import artifact_parser, run_cli
+from pipeline.cli import run_cli
 from pipeline.prompts import PAST_BOUNDARY
-from pipeline.validation import (ArtifactError, Reference, check, compare_logits, greedy_agreement, not_run, overall,
-                                 perplexity, write)
+from pipeline.runtimes.base import Runtime, enough, jumps_past_boundary, stand_in
+from pipeline.validation import (ArtifactError, Reference, check, compare_logits, first_difference, greedy_agreement,
+                                 not_run, overall, perplexity, write)
 
-ARTIFACTS = Path("artifacts")
 CONTRACT_CHECKS = ("tokenizer_parity", "stop", "task", "greedy_agreement", "teacher_forced_top1", "kl", "perplexity")
-
-
-class Runtime:
-    """What an adapter gives the validator. Subclass it in pipeline/runtimes/<runtime>.py.
-
-    Token ids are the reference's own, so numbers compare the model, not the tokenizer; `chat_ids` is how
-    the runtime itself turns a chat into tokens, compared separately.
-    """
-    name = "unknown"
-    version = "unknown"
-    device_used = "cpu"
-    not_run: list[str] = []  # what could not be run on this machine, in words
-
-    def chat_ids(self, messages: list[dict]) -> list[int]:
-        """The prompt ids this runtime's own tokenizer and chat template give, generation prompt included."""
-        raise NotImplementedError
-
-    def logits(self, ids: list[int]) -> np.ndarray:
-        """Teacher-forced float32 logits, [len(ids) x vocab], the most precise the runtime computes."""
-        raise NotImplementedError
-
-    def generate(self, ids: list[int], max_new_tokens: int) -> list[int]:
-        """Greedy continuation that stops on the end tokens the artifact itself declares; the end token included."""
-        raise NotImplementedError
-
-    def decode(self, ids: list[int]) -> str:
-        raise NotImplementedError
-
-    def explain_tokenizer_difference(self, reference_ids: list[int], runtime_ids: list[int]) -> str | None:
-        """A known, documented difference of this runtime's tokenizer (e.g. BOS added) that accounts for all of
-        the difference, in words; None when it does not. Explained differences are reported, not failed."""
-        return None
-
-    def extra_checks(self, reference: Reference) -> dict:
-        """Checks only this target has (file metadata, a Modelfile ...): name -> pipeline.validation.check()."""
-        return {}
-
-
-def first_difference(reference_ids: list[int], runtime_ids: list[int]) -> int:
-    for index, (ours, theirs) in enumerate(zip(reference_ids, runtime_ids)):
-        if ours != theirs:
-            return index
-    return min(len(reference_ids), len(runtime_ids))
 
 
 def tokenizer_parity(runtime: Runtime, chats: list[dict]) -> dict:
@@ -106,15 +65,15 @@ def generation_checks(runtime: Runtime, reference: Reference, thresholds: dict) 
         agreement.append(greedy_agreement(prompt["generated_ids"], generated))
     summary = reference.data["summary"]
     ratio = thresholds["task_answered_ratio"]
-    need_stopped = math.ceil(summary["stopped"] * ratio)
-    need_answered = math.ceil(summary["answered"] * ratio)
+    stopped_enough, need_stopped = enough(stopped, summary["stopped"], ratio)
+    answered_enough, need_answered = enough(answered, summary["answered"], ratio)
     mean_agreement = float(np.mean(agreement))
     checks = {
-        "stop": check(stopped >= need_stopped,
+        "stop": check(stopped_enough,
                       f"stopped on an end token {sorted(stop_ids)} in {stopped} of {len(chats)} chat prompts "
                       f"(reference {summary['stopped']}, at least {need_stopped} needed)",
                       stopped=stopped, prompts=len(chats)),
-        "task": check(answered >= need_answered,
+        "task": check(answered_enough,
                       f"answered {answered} of {len(chats)} (reference {summary['answered']}, at least "
                       f"{need_answered} needed)", answered=answered, reference_answered=summary["answered"],
                       prompts=len(chats)),
@@ -162,10 +121,9 @@ def fidelity_checks(runtime: Runtime, reference: Reference, thresholds: dict) ->
                          f"mean KL {kl.mean():.4f} > {thresholds['max_mean_kl']}", mean=float(kl.mean()),
                          max=float(kl.max()))
     if long_prompts:
-        # A boundary the runtime mishandles (sliding window, short/long rope factors) shows as KL that jumps
-        # past it; error that merely accumulates with length is the same on both sides.
         bad = {name: v for name, v in long_prompts.items()
-               if v["mean_kl_past_boundary"] > v["mean_kl_before_boundary"] + thresholds["max_mean_kl"]}
+               if jumps_past_boundary(v["mean_kl_past_boundary"], v["mean_kl_before_boundary"],
+                                      thresholds["max_mean_kl"])}
         checks["long_context"] = check(not bad, "; ".join(
             f"{name}: past token {v['boundary']} top-1 {v['top1_past_boundary']:.3f}, mean KL "
             f"{v['mean_kl_past_boundary']:.4f} (before it {v['mean_kl_before_boundary']:.4f})"
@@ -205,18 +163,20 @@ def unloadable_record(base: dict, spec: dict, folder: Path, error: ArtifactError
                        **{name: not_run("the artifact did not load") for name in CONTRACT_CHECKS}}}
 
 
-def validate_folder(folder: Path, spec: dict, model: str, artifacts: Path = ARTIFACTS) -> dict:
-    """Validate the artifact in `folder` as `spec` (pipeline.recipes.artifact) describes it."""
-    base = {"schema_version": 1, "model": model, "artifact": f"{spec['target']}/{spec['name']}",
+def validate_folder(folder: Path | None, checkpoint_folder: Path, reference_folder: Path, spec: dict,
+                    adapter: str | None = None) -> dict:
+    """Validate the artifact in `folder` as `spec` (pipeline.recipes.artifact) describes it, in the runtime of
+    its target (or the adapter module named)."""
+    base = {"schema_version": 1, "model": spec["model"], "artifact": f"{spec['target']}/{spec['name']}",
             "precision": spec["precision"], "device": {"intended": spec["device"], "used": "none"},
             "thresholds": spec["thresholds"]}
     if spec["refused"]:
         return refused_record(base, spec)
-    reference = Reference(artifacts / model / "reference")
-    adapter = importlib.import_module(f"pipeline.runtimes.{spec['runtime']}")
+    reference = Reference(reference_folder)
+    module = importlib.import_module(adapter or f"pipeline.targets.{spec['target']}.runtime")
     started = time.perf_counter()
     try:
-        runtime = adapter.open(Path(folder), reference.data["facts"], spec)
+        runtime = module.open(Path(folder), Path(checkpoint_folder), reference.data["facts"], spec)
     except ArtifactError as error:
         return unloadable_record(base, spec, Path(folder), error)
     load_time = time.perf_counter() - started
@@ -225,22 +185,27 @@ def validate_folder(folder: Path, spec: dict, model: str, artifacts: Path = ARTI
     size = folder_size(folder)
     return {**base, "runtime": {"name": runtime.name, "version": runtime.version},
             "device": {"intended": spec["device"], "used": runtime.device_used}, "status": status,
-            **({"reason": reason} if reason else {}), "not_run": list(runtime.not_run), "size_bytes": size,
-            "bits_per_weight": size * 8 / parameter_count(artifacts / model / "checkpoint"),
+            **({"reason": reason} if reason else {}),
+            "not_run": [stand_in(what, instead) for what, instead in runtime.stand_ins], "size_bytes": size,
+            "bits_per_weight": size * 8 / parameter_count(checkpoint_folder),
             "load_time_s": load_time, "tokens_per_s": tokens_per_s, "checks": checks}
 
 
-def validate(model: str, target: str, name: str, artifacts: Path = ARTIFACTS) -> dict:
-    spec = recipes.artifact(recipes.load_supported(model), target, name)
-    return validate_folder(artifacts / model / target / name, spec, model, artifacts)
-
-
 def main(argv=None):
-    args = artifact_parser(__doc__).parse_args(argv)
-    record = validate(args.model, args.target, args.artifact, args.artifacts)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--target", required=True)
+    parser.add_argument("--artifact", required=True)
+    parser.add_argument("--recipe", required=True, help="the model's recipe: thresholds, refusals")
+    parser.add_argument("--folder", type=Path, help="the artifact folder (none for an artifact the recipe refuses)")
+    parser.add_argument("--checkpoint", required=True, type=Path, help="the checkpoint it was built from")
+    parser.add_argument("--reference", required=True, type=Path, help="the checkpoint's reference folder")
+    parser.add_argument("--out", required=True, type=Path)
+    args = parser.parse_args(argv)
+    spec = recipes.artifact(recipes.load_supported(args.recipe), args.target, args.artifact)
+    record = validate_folder(args.folder, args.checkpoint, args.reference, spec)
     write(args.out, record)
-    print(f"{args.model} {record['artifact']}: {record['status']}" + (f": {record['reason']}"
-                                                                     if record.get("reason") else ""))
+    print(f"{record['model']} {record['artifact']}: {record['status']}" + (f": {record['reason']}"
+                                                                         if record.get("reason") else ""))
     for name, result in record["checks"].items():
         print(f"  {name}: {result['status']}" + (f" ({result['reason']})" if result.get("reason") else ""))
 

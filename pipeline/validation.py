@@ -72,6 +72,13 @@ def perplexity(logits: np.ndarray, ids: list[int]) -> float:
     return math.exp(-float(np.take_along_axis(logprobs, targets[:, None], axis=-1).mean()))
 
 
+def first_difference(reference_ids: list[int], runtime_ids: list[int]) -> int:
+    for index, (ours, theirs) in enumerate(zip(reference_ids, runtime_ids)):
+        if ours != theirs:
+            return index
+    return min(len(reference_ids), len(runtime_ids))
+
+
 def greedy_agreement(reference_ids: list[int], runtime_ids: list[int]) -> float:
     """Share of the reference's greedy continuation the runtime reproduced before its first different token."""
     same = 0

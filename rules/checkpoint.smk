@@ -9,11 +9,12 @@ rule fixture:
     benchmark:
         "benchmarks/{model}/fixture.tsv"
     params:
-        python=TORCH,
+        python=runner("torch"),
         fixture=lambda wildcards: RECIPES[wildcards.model]["fixture"],
     threads: 1  # the trainer pins one thread so the weights are the same on every machine
     resources:
         mem_mb=3000,
+    shadow: SHADOW
     shell:
         "{params.python} -m pipeline.fixtures --recipe {wildcards.model} --out {output} > {log} 2>&1"
 
@@ -25,7 +26,7 @@ rule pull:
         checkpoint=directory("artifacts/{model}/checkpoint"),
         provenance="artifacts/{model}/provenance.json",
     params:
-        python=PYTHON,
+        python=runner(),
         source=pull_source,
         recipe_source=lambda wildcards: source_of(wildcards.model),
         architecture=lambda wildcards: RECIPES[wildcards.model]["architecture"],
@@ -36,6 +37,7 @@ rule pull:
     threads: 1
     resources:
         mem_mb=1000,
+    shadow: SHADOW
     shell:
         "{params.python} -m pipeline.pull --source {params.source:q} --recipe-source {params.recipe_source:q}"
         " --architecture {params.architecture}"

@@ -1,4 +1,6 @@
-# Configuration, validated against pipeline/schemas/config.schema.yaml before anything runs.
+# Configuration, validated against pipeline/schemas/config.schema.yaml before anything runs, and the input
+# functions the rules share.
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -16,9 +18,10 @@ except recipes.RecipeError as error:
 
 MODELS = config["models"]
 RECIPES = {name: recipes.load(name) for name in MODELS}
+ROOT = Path(workflow.basedir)
 PYTHON = sys.executable  # the workflow environment: stages that need no torch run here
-TORCH = ".envs/torch/bin/python"  # the toolchain environment of the fixture and reference stages
 RUN_STARTED = time.time()
+SHADOW = config["shadow"]
 
 # Every artifact each model's run makes, from recipes/targets.yaml and the model's recipe.
 ARTIFACTS = {model: recipes.artifacts(RECIPES[model]) for model in MODELS}
@@ -27,6 +30,7 @@ TARGETS = recipes.targets()["targets"]
 wildcard_constraints:
     model="|".join(map(re.escape, MODELS)),
     target="|".join(map(re.escape, TARGETS)) or "no-target",
+    artifact="|".join(sorted({re.escape(name) for t in TARGETS.values() for name in t["artifacts"]})) or "none",
 
 
 def source_of(model):
@@ -37,17 +41,24 @@ def is_fixture(model):
     return source_of(model).startswith("fixture://")
 
 
+def is_local(model):
+    return not is_fixture(model) and not source_of(model).startswith("hf://")
+
+
 def pull_inputs(wildcards):
-    return {"fixture": f"artifacts/{wildcards.model}/fixture"} if is_fixture(wildcards.model) else {}
+    """What the pull reads from disk: the built fixture, or the local folder (a hub source is not a file)."""
+    if is_fixture(wildcards.model):
+        return {"source": f"artifacts/{wildcards.model}/fixture"}
+    return {"source": source_of(wildcards.model)} if is_local(wildcards.model) else {}
 
 
 def pull_source(wildcards, input):
-    return input.fixture if is_fixture(wildcards.model) else source_of(wildcards.model)
+    return input.source if "source" in input.keys() else source_of(wildcards.model)
 
 
 # A local folder is checked now, so a wrong path or broken weights stop the run before anything is written.
 for _model in MODELS:
-    if not is_fixture(_model) and not source_of(_model).startswith("hf://"):
+    if is_local(_model):
         try:
             check_architecture(verify(Path(source_of(_model))), RECIPES[_model]["architecture"], source_of(_model))
         except CheckpointError as error:
@@ -66,22 +77,56 @@ def report_failure():
             folder.rmdir()
 
 
-def toolchain_python(target):
-    return f".envs/{TARGETS[target]['toolchain']}/bin/python"
+def runner(toolchain=None):
+    """How a job calls `python -m pipeline.<stage>`: in the toolchain's environment (the workflow's for None),
+    by absolute path and with this repository on PYTHONPATH, since a job's working directory may be a shadow
+    directory that holds only its declared inputs (config `shadow`), with no .envs/ or pipeline/ of its own."""
+    python = PYTHON if toolchain is None else str(ROOT / ".envs" / toolchain / "bin" / "python")
+    return f"PYTHONPATH={shlex.quote(str(ROOT))} {shlex.quote(python)}"
+
+
+def spec(wildcards):
+    """The artifact's full spec (pipeline.recipes.artifact): options, threads, memory, thresholds, refusal."""
+    return recipes.artifact(RECIPES[wildcards.model], wildcards.target, wildcards.artifact)
+
+
+def checkpoint_mem_mb(wildcards, input):
+    return resources.mem_mb(input.checkpoint, spec(wildcards)["memory"] if "target" in wildcards.keys()
+                            else recipes.DEFAULT_MEMORY)
 
 
 def validations(model):
     return [f"artifacts/{model}/{a['target']}/{a['name']}.validation.json" for a in ARTIFACTS[model]]
 
 
+def build_inputs(wildcards):
+    """Everything a builder reads: the checkpoint, its provenance, the toolchain, the base artifact if any."""
+    artifact_spec = spec(wildcards)
+    inputs = {"checkpoint": f"artifacts/{wildcards.model}/checkpoint",
+              "provenance": f"artifacts/{wildcards.model}/provenance.json",
+              "env": f".envs/{artifact_spec['toolchain']}/ready"}
+    if "base" in artifact_spec["options"]:
+        inputs["base"] = f"artifacts/{wildcards.model}/{wildcards.target}/{artifact_spec['options']['base']}"
+    return inputs
+
+
+def base_argument(wildcards, input):
+    return f"--base {input.base}" if "base" in input.keys() else ""
+
+
 def validation_inputs(wildcards):
-    """The artifact (unless refused for this model's architecture), the reference, the toolchain environment."""
-    spec = recipes.artifact(RECIPES[wildcards.model], wildcards.target, wildcards.artifact)
-    inputs = {"reference": f"artifacts/{wildcards.model}/reference",
-              "env": f".envs/{spec['toolchain']}/ready"}
-    if not spec["refused"]:
+    """The artifact (unless refused for this model's architecture), its checkpoint, the reference, the toolchain."""
+    artifact_spec = spec(wildcards)
+    inputs = {"checkpoint": f"artifacts/{wildcards.model}/checkpoint",
+              "reference": f"artifacts/{wildcards.model}/reference",
+              "env": f".envs/{artifact_spec['toolchain']}/ready"}
+    if not artifact_spec["refused"]:
         inputs["artifact"] = f"artifacts/{wildcards.model}/{wildcards.target}/{wildcards.artifact}"
     return inputs
+
+
+def folder_argument(wildcards, input):
+    return f"--folder {input.artifact}" if "artifact" in input.keys() else ""
 
 
 def published(model):
@@ -93,4 +138,3 @@ def publish_inputs(wildcards):
     stem = f"artifacts/{wildcards.model}/{wildcards.target}/{wildcards.artifact}"
     return {"artifact": stem, "validation": f"{stem}.validation.json",
             "provenance": f"artifacts/{wildcards.model}/provenance.json"}
-

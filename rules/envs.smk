@@ -1,4 +1,5 @@
 # Each toolchain runs in its own locked virtual environment, created on first use from envs/<toolchain>.lock.
+# Never shadowed: the environment is made in place under .envs/ (a venv's paths cannot move).
 rule toolchain_env:
     input:
         "envs/{toolchain}.lock",
@@ -9,7 +10,7 @@ rule toolchain_env:
     benchmark:
         "benchmarks/envs/{toolchain}.tsv"
     params:
-        python=PYTHON,
+        python=runner(),
     threads: 1
     resources:
         mem_mb=2000,

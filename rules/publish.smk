@@ -3,12 +3,12 @@
 rule publish:
     input:
         unpack(publish_inputs),
-        recipe="recipes/models/{model}.yaml",
-        targets="recipes/targets.yaml",
     output:
         directory("artifacts/{model}/publish/{target}/{artifact}"),
     params:
-        python=PYTHON,
+        spec=spec,
+        card=lambda wildcards: TARGETS[wildcards.target]["card"],
+        python=runner(),
     log:
         "logs/{model}/publish/{target}/{artifact}.log",
     benchmark:
@@ -16,9 +16,11 @@ rule publish:
     threads: 1
     resources:
         mem_mb=500,
+    shadow: SHADOW
     shell:
-        "{params.python} -m pipeline.publish --model {wildcards.model} --target {wildcards.target}"
-        " --artifact {wildcards.artifact} --out {output} > {log} 2>&1"
+        "{params.python} -m pipeline.publish --recipe {wildcards.model} --target {wildcards.target}"
+        " --artifact {wildcards.artifact} --folder {input.artifact} --validation {input.validation}"
+        " --provenance {input.provenance} --out {output} > {log} 2>&1"
 
 
 rule manifest:
@@ -30,7 +32,7 @@ rule manifest:
         manifest="artifacts/{model}/manifest.json",
         sums="artifacts/{model}/SHA256SUMS",
     params:
-        python=PYTHON,
+        python=runner(),
     log:
         "logs/{model}/manifest.log",
     benchmark:
@@ -38,18 +40,20 @@ rule manifest:
     threads: 1
     resources:
         mem_mb=500,
+    shadow: SHADOW
     shell:
         "{params.python} -m pipeline.manifest write {wildcards.model} > {log} 2>&1"
 
 
 rule report:
     input:
-        expand("artifacts/{model}/manifest.json", model=MODELS),
+        manifests=expand("artifacts/{model}/manifest.json", model=MODELS),
+        validations=[validations(model) for model in MODELS],
     output:
         html=report("artifacts/report.html", caption="../report/caption.rst", category="phi-forge"),
         markdown="artifacts/report.md",
     params:
-        python=PYTHON,
+        python=runner(),
         models=MODELS,
     log:
         "logs/report.log",
@@ -58,6 +62,7 @@ rule report:
     threads: 1
     resources:
         mem_mb=500,
+    shadow: SHADOW
     shell:
         "{params.python} -m pipeline.report --html {output.html} --markdown {output.markdown} {params.models}"
         " > {log} 2>&1"

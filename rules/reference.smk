@@ -7,7 +7,7 @@ rule reference:
         directory("artifacts/{model}/reference"),
     params:
         overrides=lambda wildcards: RECIPES[wildcards.model].get("overrides"),
-        python=TORCH,
+        python=runner("torch"),
         max_new_tokens=config["reference"]["max_new_tokens"],
         top_k=config["reference"]["top_k"],
     log:
@@ -16,7 +16,8 @@ rule reference:
         "benchmarks/{model}/reference.tsv"
     threads: 2
     resources:
-        mem_mb=lambda wildcards, input: resources.reference_mem_mb(input.checkpoint),
+        mem_mb=checkpoint_mem_mb,
+    shadow: SHADOW
     shell:
         "{params.python} -m pipeline.reference --checkpoint {input.checkpoint} --out {output} --threads {threads}"
         " --recipe {wildcards.model}"

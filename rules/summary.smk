@@ -1,16 +1,21 @@
 # The one-screen summary printed at the end of a run.
 rule summary:
     input:
-        expand("artifacts/{model}/reference", model=MODELS),
-        [validations(model) for model in MODELS],
+        references=expand("artifacts/{model}/reference", model=MODELS),
+        provenance=expand("artifacts/{model}/provenance.json", model=MODELS),
+        validations=[validations(model) for model in MODELS],
     output:
         "artifacts/summary.md",
     params:
-        python=PYTHON,
+        python=runner(),
         models=MODELS,
     log:
         "logs/summary.log",
     benchmark:
         "benchmarks/summary.tsv"
+    threads: 1
+    resources:
+        mem_mb=500,
+    shadow: SHADOW
     shell:
         "{params.python} -m pipeline.summary --out {output} {params.models} > {log} 2>&1"

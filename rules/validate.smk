@@ -6,15 +6,18 @@ rule validate:
     output:
         "artifacts/{model}/{target}/{artifact}.validation.json",
     params:
-        spec=lambda wildcards: recipes.artifact(RECIPES[wildcards.model], wildcards.target, wildcards.artifact),
-        python=lambda wildcards: toolchain_python(wildcards.target),
+        spec=spec,
+        python=lambda wildcards: runner(spec(wildcards)["toolchain"]),
+        folder=folder_argument,
     log:
         "logs/{model}/validate/{target}/{artifact}.log",
     benchmark:
         "benchmarks/{model}/validate/{target}/{artifact}.tsv"
     threads: 2
     resources:
-        mem_mb=lambda wildcards, input: resources.reference_mem_mb(f"artifacts/{wildcards.model}/checkpoint"),
+        mem_mb=checkpoint_mem_mb,
+    shadow: SHADOW
     shell:
-        "{params.python} -m pipeline.validate --model {wildcards.model} --target {wildcards.target}"
-        " --artifact {wildcards.artifact} --out {output} > {log} 2>&1"
+        "{params.python} -m pipeline.validate --target {wildcards.target} --artifact {wildcards.artifact}"
+        " --recipe {wildcards.model} {params.folder} --checkpoint {input.checkpoint}"
+        " --reference {input.reference} --out {output} > {log} 2>&1"

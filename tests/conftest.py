@@ -31,6 +31,13 @@ def pipeline_run():
     return run([SNAKEMAKE, "--cores", "2", "all"])
 
 
+def validate_command(python, model: str, target: str, artifact: str, folder: Path, out: Path) -> list:
+    """The validator's CLI as rule validate calls it: an artifact folder, the model's checkpoint and reference."""
+    return [python, "-m", "pipeline.validate", "--target", target, "--artifact", artifact, "--recipe", model,
+            "--folder", folder, "--checkpoint", ARTIFACTS / model / "checkpoint",
+            "--reference", ARTIFACTS / model / "reference", "--out", out]
+
+
 def read_json(path: Path):
     return json.loads(Path(path).read_text())
 

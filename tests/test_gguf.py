@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from conftest import ARTIFACTS, FIXTURES, ROOT, TRAINED, read_json
+from conftest import ARTIFACTS, FIXTURES, ROOT, TRAINED, read_json, validate_command
 from pipeline import recipes
 
 GGUF_PYTHON = ROOT / ".envs" / "gguf" / "bin" / "python"
@@ -134,8 +134,8 @@ def broken_copy(tmp_path):
 
 def validate(root, tmp_path):
     out = tmp_path / "validation.json"
-    subprocess.run([GGUF_PYTHON, "-m", "pipeline.validate", "--model", BROKEN_MODEL, "--target", "gguf",
-                    "--artifact", BROKEN_TYPE, "--artifacts", root, "--out", out], cwd=ROOT, check=True,
+    subprocess.run(validate_command(GGUF_PYTHON, BROKEN_MODEL, "gguf", BROKEN_TYPE,
+                                    root / BROKEN_MODEL / "gguf" / BROKEN_TYPE, out), cwd=ROOT, check=True,
                    capture_output=True)
     return read_json(out)
 

@@ -4,7 +4,7 @@ import shutil
 
 import pytest
 
-from conftest import ARTIFACTS, FIXTURES, ROOT, read_json, run
+from conftest import ARTIFACTS, FIXTURES, ROOT, read_json, run, validate_command
 
 MLX_PYTHON = ROOT / ".envs" / "mlx" / "bin" / "python"
 ARTIFACT_BITS = {"4bit": 4, "8bit": 8}
@@ -104,8 +104,7 @@ def broken(tmp_path):
 
     def validate():
         out = tmp_path / "4bit.validation.json"
-        run([MLX_PYTHON, "-m", "pipeline.validate", "--model", model, "--target", "mlx", "--artifact", "4bit",
-             "--artifacts", root, "--out", out])
+        run(validate_command(MLX_PYTHON, model, "mlx", "4bit", folder, out))
         return read_json(out)
 
     return folder, validate
@@ -143,9 +142,10 @@ def test_dtype_option_is_what_config_json_states(pipeline_run, tmp_path):
     """mlx_lm.convert --dtype float16 leaves torch_dtype bfloat16; the builder states the stored dtype."""
     model = "fixture-phi-3-mini-4k"
     out = tmp_path / "artifacts" / model / "mlx" / "fp16-scales"
-    run([MLX_PYTHON, "-c", "import sys; from pathlib import Path; from pipeline.targets.mlx import build; "
-         "build(Path(sys.argv[1]), Path(sys.argv[2]), {'bits': 8, 'group_size': 64, 'dtype': 'float16'})",
-         ARTIFACTS / model / "checkpoint", out])
+    out.mkdir(parents=True)
+    run([MLX_PYTHON, "-c", "import sys; from pathlib import Path; from pipeline.targets.mlx.build import build; "
+         "build(Path(sys.argv[1]), {'options': {'bits': 8, 'group_size': 64, 'dtype': 'float16'}}, {}, "
+         "Path(sys.argv[2]))", ARTIFACTS / model / "checkpoint", out])
     assert read_json(out / "config.json")["torch_dtype"] == "float16"
     raw = (out / "model.safetensors").read_bytes()
     header = json.loads(raw[8:8 + int.from_bytes(raw[:8], "little")])

@@ -6,7 +6,8 @@ import shutil
 import pytest
 import yaml
 
-from conftest import ARTIFACTS, FIXTURES, ROOT, read_json, run
+from conftest import ARTIFACTS, FIXTURES, ROOT, read_json, run, validate_command
+from pipeline.runtimes.base import DEVICES
 
 PYTHON = ROOT / ".envs" / "onnx" / "bin" / "python"
 CPU_INT4 = "cpu_and_mobile/cpu-int4-rtn-block-32-acc-level-4"
@@ -44,7 +45,9 @@ def test_every_artifact_in_genai(pipeline_run, model, artifact):
     if TARGETS["artifacts"][artifact]["device"] == "cpu":
         assert record["not_run"] == []
     else:
-        assert record["not_run"] == ["ran on the CPU provider; CUDA/DirectML not run here"]
+        device = TARGETS["artifacts"][artifact]["device"]  # cuda or dml: run on the CPU provider in its place
+        assert record["not_run"] == [f"{DEVICES[device]}: not run here; in its place: onnxruntime-genai's CPU "
+                                     f"provider on the same graph"]
 
 
 def test_phi4_rtn_int4_greedy_shortfall(pipeline_run):
@@ -108,8 +111,7 @@ def artifacts_root(tmp_path, artifact, model=MODEL):
 
 def validate(root, artifact, cwd=ROOT):
     out = root / "out.validation.json"
-    run([PYTHON, "-m", "pipeline.validate", "--model", MODEL, "--target", "onnx", "--artifact", artifact,
-         "--artifacts", root, "--out", out], cwd=cwd)
+    run(validate_command(PYTHON, MODEL, "onnx", artifact, root / MODEL / "onnx" / artifact, out), cwd=cwd)
     return read_json(out)
 
 
@@ -177,7 +179,7 @@ def test_invalid_recipe_refused_before_building(repo_copy, tmp_path, options, re
     table["targets"]["onnx"]["artifacts"]["cuda/bad"] = {"precision": "int4", "device": "cuda", "options": options}
     (repo_copy / "recipes" / "targets.yaml").write_text(yaml.safe_dump(table))
     out = tmp_path / "bad"
-    result = run([PYTHON, "-m", "pipeline.targets.onnx", "--model", MODEL, "--artifact", "cuda/bad",
+    result = run([PYTHON, "-m", "pipeline.build", "--target", "onnx", "--artifact", "cuda/bad", "--recipe", MODEL,
                   "--checkpoint", ARTIFACTS / MODEL / "checkpoint", "--out", out], cwd=repo_copy, check=False)
     assert result.returncode == 2 and not out.exists()
     assert result.stderr.startswith("phi-forge: error: ") and reason in result.stderr

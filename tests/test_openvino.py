@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from conftest import ARTIFACTS, FIXTURES, ROOT, TRAINED, read_json, run
+from conftest import ARTIFACTS, FIXTURES, ROOT, TRAINED, read_json, run, validate_command
 
 PYTHON = ROOT / ".envs" / "openvino" / "bin" / "python"
 BROKEN_MODEL = "fixture-phi-3-mini-4k"
@@ -77,8 +77,7 @@ def broken_copy(tmp_path, artifact="int4"):
 
 def validate_broken(root, artifact="int4"):
     out = root / "validation.json"
-    run([PYTHON, "-m", "pipeline.validate", "--model", BROKEN_MODEL, "--target", "openvino", "--artifact",
-         artifact, "--artifacts", root, "--out", out])
+    run(validate_command(PYTHON, BROKEN_MODEL, "openvino", artifact, root / BROKEN_MODEL / "openvino" / artifact, out))
     record = json.loads(out.read_text())
     assert record["status"] == "failed"
     return record

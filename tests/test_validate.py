@@ -15,10 +15,12 @@ import json, sys
 from pathlib import Path
 from pipeline import recipes, validate
 model, folder, artifacts = sys.argv[1:4]
-spec = {"target": "pytorch", "name": "fp32", "runtime": "pytorch", "precision": "float", "device": "cpu",
-        "options": {"dtype": "float32"}, "thresholds": recipes.thresholds(recipes.load(model), "float"),
-        "refused": None}
-print(json.dumps(validate.validate_folder(Path(folder), spec, model, Path(artifacts))))
+spec = {"target": "pytorch", "name": "fp32", "model": model, "runtime": "pytorch", "precision": "float",
+        "device": "cpu", "options": {"dtype": "float32"},
+        "thresholds": recipes.thresholds(recipes.load(model), "float"), "refused": None}
+print(json.dumps(validate.validate_folder(Path(folder), Path(artifacts) / model / "checkpoint",
+                                          Path(artifacts) / model / "reference", spec,
+                                          adapter="pipeline.runtimes.pytorch")))
 """
 
 
@@ -67,8 +69,8 @@ def test_a_wrong_end_token_fails_the_stop_check_and_says_so(pipeline_run, tmp_pa
 
 TABLE = {"thresholds": recipes.targets()["thresholds"], "targets": {"demo": {
     "toolchain": "torch", "runtime": "pytorch", "options": {"block": 32},
-    "unsupported": {"PhiMoEForCausalLM": "the converter has no MoE support"},
-    "artifacts": {"int4": {"precision": "int4", "options": {"block": 64}},
+    "artifacts": {"int4": {"precision": "int4", "options": {"block": 64},
+                           "unsupported": {"PhiMoEForCausalLM": "the converter has no MoE support"}},
                   "cuda/fp16": {"precision": "float", "device": "cuda"}}}}}
 
 
@@ -82,7 +84,7 @@ def test_an_artifact_spec_merges_target_and_artifact_settings():
 def test_a_refused_architecture_gets_a_not_run_record_with_the_reason():
     spec = recipes.artifact(recipes.load("fixture-phi-3.5-moe"), "demo", "int4", TABLE)
     assert spec["refused"] == "demo/int4 is not built for PhiMoEForCausalLM: the converter has no MoE support"
-    record = validate.validate_folder(ARTIFACTS / "nowhere", spec, "fixture-phi-3.5-moe")
+    record = validate.validate_folder(ARTIFACTS / "nowhere", ARTIFACTS / "nowhere", ARTIFACTS / "nowhere", spec)
     validation.validate_record(record)
     assert record["status"] == "not_run" and record["reason"] == spec["refused"]
     assert {c["status"] for c in record["checks"].values()} == {"not_run"}

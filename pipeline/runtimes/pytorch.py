@@ -8,7 +8,7 @@ import transformers
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
 from pipeline import prompts
-from pipeline.validate import Runtime
+from pipeline.runtimes.base import Runtime
 
 
 class PyTorch(Runtime):
@@ -39,5 +39,5 @@ class PyTorch(Runtime):
         return self.tokenizer.decode(ids, skip_special_tokens=False)
 
 
-def open(folder, facts: dict, spec: dict) -> PyTorch:
+def open(folder, checkpoint_folder, facts: dict, spec: dict) -> PyTorch:
     return PyTorch(folder, facts, spec["options"].get("dtype", "float32"))

@@ -1,1 +1,3 @@
-"""One builder per target: `python -m pipeline.targets.<target>` turns a checkpoint into that target's artifacts."""
+"""One package per target: build.py (`build(checkpoint, spec, facts, out, base, threads)`), runtime.py (the
+validator's adapter, `open(folder, checkpoint, facts, spec)`), bench.py (against the tool run by hand), and what
+only that target needs."""

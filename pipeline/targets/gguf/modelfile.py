@@ -1,15 +1,20 @@
-"""Ollama's Modelfile, parsed against its documented grammar (ollama/docs/modelfile.md).
+"""Ollama's Modelfile: written from the checkpoint's chat template, and parsed against its documented grammar
+(ollama/docs/modelfile.md).
 
 An instruction per line, `INSTRUCTION arguments`, instructions case-insensitive, `#` comments; an argument may
 be "quoted" or span lines inside triple quotes. FROM is required. PARAMETER takes a known name and a value of its
 type; `stop` may repeat.
 """
+from pipeline.checkpoint import CheckpointError
+
 INSTRUCTIONS = {"FROM", "PARAMETER", "TEMPLATE", "SYSTEM", "ADAPTER", "LICENSE", "MESSAGE", "REQUIRES"}
 PARAMETERS = {"num_ctx": int, "repeat_last_n": int, "repeat_penalty": float, "temperature": float, "seed": int,
               "stop": str, "num_predict": int, "top_k": int, "top_p": float, "min_p": float}
 KINDS = {int: "an integer", float: "a number", str: "a string"}
 MESSAGE_ROLES = {"system", "user", "assistant"}
 TRIPLE = '"""'
+ROLES = ("system", "user", "assistant")
+PROBE = "\x00{}\x00"  # a message content no template contains
 
 
 class ModelfileError(ValueError):
@@ -76,3 +81,60 @@ def parse(text: str) -> dict:
     if not parsed["FROM"]:
         raise ModelfileError("no FROM instruction: Ollama requires one")
     return parsed
+
+
+def render(tokenizer, template: str, messages: list[dict], generation_prompt: bool = True) -> str:
+    """The chat template rendered as transformers renders it (apply_chat_template refuses an empty chat)."""
+    from transformers.utils.chat_template_utils import render_jinja_template
+
+    rendered, _ = render_jinja_template(conversations=[messages], chat_template=template,
+                                        add_generation_prompt=generation_prompt, **tokenizer.special_tokens_map)
+    return rendered[0]
+
+
+def end_of_turn(tokenizer, facts: dict) -> str:
+    """The stop token the chat template closes every message with (<|end|> for Phi)."""
+    text = render(tokenizer, facts["chat_template"], [{"role": "user", "content": PROBE.format(0)}], False)
+    after = text.split(PROBE.format(0), 1)[1]
+    found = [token for token in facts["stop_tokens"] if after.startswith(token)]
+    if not found:
+        raise CheckpointError(f"the chat template ends a message with {after[:20]!r}, which is none of "
+                              f"the stop tokens {facts['stop_tokens']}")
+    return found[0]
+
+
+def ollama_template(tokenizer, template: str) -> str:
+    """The checkpoint's chat template as a Go text/template over Ollama's .Messages.
+
+    Each role's text around a message is read off the Jinja template itself; a conversation of every role
+    checks that the pieces compose, so a template that does not render message by message is refused.
+    """
+    generation = render(tokenizer, template, [])
+    pieces = {}
+    for role in ROLES:
+        text = render(tokenizer, template, [{"role": role, "content": PROBE.format(0)}])
+        if not text.endswith(generation):
+            raise CheckpointError(f"the chat template puts text after the generation prompt for {role}")
+        before, _, after = text[:len(text) - len(generation)].partition(PROBE.format(0))
+        pieces[role] = (before, after) if _ else None  # None: the template drops this role
+    conversation = [{"role": role, "content": PROBE.format(i)} for i, role in enumerate(ROLES + ("user",))]
+    composed = "".join(pieces[m["role"]][0] + m["content"] + pieces[m["role"]][1]
+                       for m in conversation if pieces[m["role"]]) + generation
+    if composed != render(tokenizer, template, conversation):
+        raise CheckpointError("the chat template does not render message by message; no Ollama TEMPLATE can be "
+                              "derived from it")
+    branches = [f'{{{{ if eq .Role "{role}" }}}}{before}{{{{ .Content }}}}{after}{{{{ end }}}}'
+                for role, piece in pieces.items() if piece for before, after in [piece]]
+    return "{{ range .Messages }}" + "".join(branches) + "{{ end }}" + generation
+
+
+def num_ctx(spec: dict, facts: dict) -> int:
+    """The Modelfile's context window: the target's setting, capped by the model's."""
+    return min(spec["options"]["num_ctx"], facts["context_length"])
+
+
+def write(gguf: str, template: str, stops: list[str], num_ctx: int, license_text: str) -> str:
+    lines = [f"FROM ./{gguf}", f'TEMPLATE """{template}"""']
+    lines += [f'PARAMETER stop "{stop}"' for stop in stops]
+    lines += [f"PARAMETER num_ctx {num_ctx}", f'LICENSE """{license_text}"""']
+    return "\n".join(lines) + "\n"

@@ -1,4 +1,4 @@
-"""llama.cpp through llama-cpp-python, on a GGUF artifact folder (pipeline/targets/gguf.py) and its Modelfile.
+"""llama.cpp through llama-cpp-python, on a GGUF artifact folder (pipeline/targets/gguf/build.py) and its Modelfile.
 
 Besides the contract's checks: the GGUF's metadata read back with gguf-py, transformers as an independent GGUF
 reader whose logits must agree with llama.cpp's, and the Ollama Modelfile (grammar, TEMPLATE rendered by Go's
@@ -6,7 +6,6 @@ text/template against the checkpoint's own chat template, stops, num_ctx, LICENS
 through llama.cpp with the Modelfile's stops).
 """
 import json
-import math
 import os
 import subprocess
 import sys
@@ -17,10 +16,12 @@ import gguf
 import llama_cpp
 import numpy as np
 
-from pipeline import checkpoint, modelfile, task
-from pipeline.targets.gguf import end_of_turn, gguf_file, num_ctx, render
-from pipeline.validate import Runtime, first_difference
-from pipeline.validation import ArtifactError, check, not_run
+from pipeline import checkpoint, task
+from pipeline.runtimes.base import ArtifactError, Runtime, check, enough, not_run
+from pipeline.targets.gguf import modelfile
+from pipeline.targets.gguf.build import file_type, gguf_file
+from pipeline.targets.gguf.modelfile import end_of_turn, num_ctx, render
+from pipeline.validation import first_difference
 
 GO_RENDERER = Path(__file__).parent / "ollama_template"
 READER_PROMPTS = 3  # chat sequences the transformers reader is compared on: it is slow, the comparison is not
@@ -28,7 +29,8 @@ READER_PROMPTS = 3  # chat sequences the transformers reader is compared on: it 
 # activations to 8 bits for quantized matmuls, which moves single near-flat positions (cosine 0.98 seen on Q4_K_M)
 # and flips near-tied argmaxes of the briefly trained fixtures: the mean cosine decides, top-1 is reported.
 READER_MIN_MEAN_COSINE = 0.999
-PROVENANCE = ("general.name", "general.source.url", "general.quantized_by", "general.license.name")
+PROVENANCE = (gguf.Keys.General.NAME, gguf.Keys.General.SOURCE_URL, gguf.Keys.General.QUANTIZED_BY,
+              gguf.Keys.General.LICENSE_NAME)
 
 
 def go_env(scratch: Path) -> dict:
@@ -56,13 +58,13 @@ def field(reader: gguf.GGUFReader, key: str):
 class LlamaCpp(Runtime):
     name = "llama.cpp (llama-cpp-python)"
     version = f"llama-cpp-python {llama_cpp.__version__}"
-    not_run = ["ollama create / ollama run: no Ollama binary here; the Modelfile's grammar, its TEMPLATE in Go's "
-               "text/template and its stops are checked, and its prompts run in llama.cpp"]
+    stand_ins = [("Ollama itself (ollama create / ollama run; no Ollama binary here)",
+                  "the Modelfile's grammar, its TEMPLATE rendered by Go's text/template and its stops are checked, "
+                  "and its prompts run in llama.cpp")]
 
-    def __init__(self, folder: Path, facts: dict, spec: dict):
-        self.folder, self.facts, self.spec = Path(folder), facts, spec
+    def __init__(self, folder: Path, checkpoint_folder: Path, facts: dict, spec: dict):
+        self.folder, self.checkpoint, self.facts, self.spec = Path(folder), Path(checkpoint_folder), facts, spec
         self.path = gguf_file(self.folder)
-        self.checkpoint = self.folder.parent.parent / "checkpoint"
         self.num_ctx = num_ctx(spec, facts)
         self.contexts = {}
         self.llm = self.context(self.num_ctx)
@@ -153,29 +155,33 @@ class LlamaCpp(Runtime):
     def metadata_check(self) -> dict:
         """What the file says, read back with gguf-py, against the checkpoint's own files."""
         reader = gguf.GGUFReader(self.path)
-        tokens = field(reader, "tokenizer.ggml.tokens")
-        arch = field(reader, "general.architecture")
+        keys = gguf.Keys
+        tokens = field(reader, keys.Tokenizer.LIST)
+        arch = field(reader, keys.General.ARCHITECTURE)
         end = end_of_turn(self.hf_tokenizer(), self.facts)
         eos = checkpoint.read_json(self.checkpoint / "tokenizer_config.json")["eos_token"]
         wanted = {
-            "tokenizer.chat_template": self.facts["chat_template"],
-            "tokenizer.ggml.eot_token_id": tokens.index(end),
-            "tokenizer.ggml.eos_token_id": tokens.index(eos if isinstance(eos, str) else eos["content"]),
-            f"{arch}.context_length": self.facts["context_length"],
-            "general.name": self.folder.parent.parent.name,
-            "general.file_type": int(getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{self.spec['options']['type']}")),
+            keys.Tokenizer.CHAT_TEMPLATE: self.facts["chat_template"],
+            keys.Tokenizer.EOT_ID: tokens.index(end),
+            keys.Tokenizer.EOS_ID: tokens.index(eos if isinstance(eos, str) else eos["content"]),
+            keys.LLM.CONTEXT_LENGTH.format(arch=arch): self.facts["context_length"],
+            keys.General.NAME: self.spec["model"],
+            keys.General.FILE_TYPE: file_type(self.spec["options"]["type"]),
         }
         rope = checkpoint.read_json(self.checkpoint / "config.json").get("rope_scaling") or {}
         if self.facts.get("rope_type") == "longrope":
-            wanted[f"{arch}.rope.scaling.original_context_length"] = self.facts["original_context_length"]
+            wanted[keys.Rope.SCALING_ORIG_CTX_LEN.format(arch=arch)] = self.facts["original_context_length"]
         wrong = {key: (field(reader, key), value) for key, value in wanted.items() if field(reader, key) != value}
         if "short_mscale" in rope:  # the attention scale the checkpoint gives its rope (PhiMoE); llama.cpp has one
-            found = field(reader, f"{arch}.rope.scaling.attn_factor")
-            wanted[f"{arch}.rope.scaling.attn_factor"] = rope["short_mscale"]
+            attn_factor = keys.Rope.SCALING_ATTN_FACTOR.format(arch=arch)
+            found = field(reader, attn_factor)
+            wanted[attn_factor] = rope["short_mscale"]
             if found is None or not np.isclose(found, rope["short_mscale"], rtol=1e-6):
-                wrong[f"{arch}.rope.scaling.attn_factor"] = (found, f"rope_scaling.short_mscale {rope['short_mscale']}")
+                wrong[attn_factor] = (found, f"rope_scaling.short_mscale {rope['short_mscale']}")
         tensors = {t.name: t for t in reader.tensors}
-        for key, name in (("long_factor", "rope_factors_long.weight"), ("short_factor", "rope_factors_short.weight")):
+        for key, tensor in (("long_factor", gguf.MODEL_TENSOR.ROPE_FACTORS_LONG),
+                            ("short_factor", gguf.MODEL_TENSOR.ROPE_FACTORS_SHORT)):
+            name = gguf.TENSOR_NAMES[tensor] + ".weight"
             if key in rope:
                 stored = tensors.get(name)
                 if stored is None or not np.allclose(np.asarray(stored.data, dtype=np.float64), rope[key]):
@@ -277,8 +283,9 @@ class LlamaCpp(Runtime):
             answered += ends and task.is_answered(prompt["answer"], self.decode(generated[:-1]))
         ratio = self.spec["thresholds"]["task_answered_ratio"]
         summary = reference.data["summary"]
-        need_answered, need_stopped = (math.ceil(summary[k] * ratio) for k in ("answered", "stopped"))
-        return check(answered >= need_answered and stopped >= need_stopped,
+        answered_enough, need_answered = enough(answered, summary["answered"], ratio)
+        stopped_enough, need_stopped = enough(stopped, summary["stopped"], ratio)
+        return check(answered_enough and stopped_enough,
                      f"through the Modelfile's TEMPLATE and stops: answered {answered}, stopped {stopped} of "
                      f"{len(chats)} (at least {need_answered} and {need_stopped} needed)",
                      answered=answered, stopped=stopped, prompts=len(chats))
@@ -295,7 +302,7 @@ def conversation_kind(messages: list[dict]) -> str:
     return "multi-turn" if sum(m["role"] == "user" for m in messages) > 1 else "single-turn"
 
 
-def open(folder, facts: dict, spec: dict) -> LlamaCpp:
+def open(folder, checkpoint_folder, facts: dict, spec: dict) -> LlamaCpp:
     """The artifact in llama.cpp; a file gguf-py or llama.cpp cannot read fails the validation with why."""
     try:
         path = gguf_file(Path(folder))
@@ -307,6 +314,6 @@ def open(folder, facts: dict, spec: dict) -> LlamaCpp:
         raise ArtifactError(f"{path.name} ({path.stat().st_size} bytes) is truncated or corrupt: gguf-py cannot "
                             f"read its tensors ({error})")
     try:
-        return LlamaCpp(folder, facts, spec)
+        return LlamaCpp(folder, checkpoint_folder, facts, spec)
     except ValueError as error:
         raise ArtifactError(f"llama.cpp cannot load {path.name}: {error}")

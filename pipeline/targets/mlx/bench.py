@@ -1,6 +1,6 @@
 """phi-forge's MLX build against mlx_lm.convert run by hand on the same checkpoint: wall time and peak RSS.
 
-    .envs/mlx/bin/python -m pipeline.bench.mlx [--model fixture-phi-3-mini-4k] [--artifacts 4bit 8bit]
+    .envs/mlx/bin/python -m pipeline.targets.mlx.bench [--model fixture-phi-3-mini-4k] [--artifacts 4bit 8bit]
 
 Both run in the mlx environment; by hand is `mlx_lm convert -q` with the artifact's bits and group size.
 """
@@ -9,10 +9,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from pipeline.bench import measure, print_table
-from pipeline.targets.mlx import options
+from pipeline import recipes
+from pipeline.bench import build_command, measure, print_table
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 # Artifact option -> mlx_lm convert flag.
 FLAGS = {"bits": "--q-bits", "group_size": "--q-group-size", "mode": "--q-mode",
          "quant_predicate": "--quant-predicate", "dtype": "--dtype"}
@@ -21,11 +21,6 @@ FLAGS = {"bits": "--q-bits", "group_size": "--q-group-size", "mode": "--q-mode",
 def by_hand(checkpoint: Path, out: Path, opts: dict) -> list[str]:
     flags = [part for key, value in opts.items() if key in FLAGS for part in (FLAGS[key], str(value))]
     return [sys.executable, "-m", "mlx_lm", "convert", "--hf-path", checkpoint, "--mlx-path", out, "-q", *flags]
-
-
-def ours(checkpoint: Path, out: Path, artifact: str) -> list[str]:
-    return [sys.executable, "-m", "pipeline.targets.mlx", "--checkpoint", checkpoint, "--artifact", artifact,
-            "--out", out]
 
 
 def main(argv=None):
@@ -37,8 +32,10 @@ def main(argv=None):
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         for artifact in args.artifacts:
-            phi_forge = measure(ours(checkpoint, Path(scratch) / f"ours-{artifact}", artifact), cwd=ROOT)
-            upstream = measure(by_hand(checkpoint, Path(scratch) / f"hand-{artifact}", options(artifact)))
+            options = recipes.artifact(recipes.load_supported(args.model), "mlx", artifact)["options"]
+            phi_forge = measure(build_command("mlx", artifact, args.model, checkpoint,
+                                              Path(scratch) / f"ours-{artifact}"), cwd=ROOT)
+            upstream = measure(by_hand(checkpoint, Path(scratch) / f"hand-{artifact}", options))
             rows.append((f"{args.model} {artifact}", phi_forge, upstream))
     print_table(rows)
 

@@ -1,22 +1,14 @@
-r"""MLX artifacts with mlx-lm's own converter: affine 4-bit / 8-bit, or one of its mixed-precision recipes.
-
-    python -m pipeline.targets.mlx --checkpoint artifacts/fixture-phi-3-mini-4k/checkpoint --artifact 4bit \
-        --out artifacts/fixture-phi-3-mini-4k/mlx/4bit
+"""MLX artifacts with mlx-lm's own converter: affine 4-bit / 8-bit, or one of its mixed-precision recipes.
 
 The artifact's settings come from recipes/targets.yaml (target `mlx`). After mlx_lm.convert, the folder gets the
 checkpoint's own tokenizer files back (mlx-lm writes transformers-5 files that older Mac stacks cannot load and
 drops tokenizer.model) and config.json's torch_dtype is set to the dtype the weights are stored in.
 """
-import argparse
 import json
 import shutil
 from pathlib import Path
 
 from mlx_lm.convert import convert
-
-from pipeline import recipes
-from pipeline.atomic import atomic_dir
-from pipeline.cli import run_cli
 
 # Files mlx-lm writes in place of the checkpoint's tokenizer files; removed before the originals are copied.
 CONVERTER_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
@@ -27,11 +19,6 @@ KEPT_FILES = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json", "spe
 # Artifact option -> mlx_lm.convert keyword.
 CONVERT_OPTIONS = {"bits": "q_bits", "group_size": "q_group_size", "mode": "q_mode",
                    "quant_predicate": "quant_predicate", "dtype": "dtype"}
-
-
-def options(artifact: str) -> dict:
-    target = recipes.targets()["targets"]["mlx"]
-    return {**target.get("options", {}), **target["artifacts"][artifact].get("options", {})}
 
 
 def convert_kwargs(opts: dict) -> dict:
@@ -56,26 +43,12 @@ def fix_config(checkpoint: Path, out: Path, opts: dict):
     path.write_text(json.dumps(config, indent=4) + "\n")
 
 
-def build(checkpoint: Path, out: Path, opts: dict) -> Path:
-    with atomic_dir(out) as scratch:
-        folder = scratch / "mlx"  # mlx_lm.convert refuses an existing folder
-        convert(str(checkpoint), str(folder), quantize=True, **convert_kwargs(opts))
-        restore_tokenizer(checkpoint, folder)
-        fix_config(checkpoint, folder, opts)
-        for path in folder.iterdir():
-            path.rename(scratch / path.name)
-        folder.rmdir()
-    return out
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", required=True, type=Path)
-    parser.add_argument("--artifact", required=True, help="an artifact name of target mlx in recipes/targets.yaml")
-    parser.add_argument("--out", required=True, type=Path)
-    args = parser.parse_args(argv)
-    print(build(args.checkpoint, args.out, options(args.artifact)))
-
-
-if __name__ == "__main__":
-    run_cli(main)
+def build(checkpoint: Path, spec: dict, facts: dict, out: Path, base: Path | None = None, threads: int = 1):
+    opts = spec["options"]
+    folder = out / "mlx"  # mlx_lm.convert refuses an existing folder
+    convert(str(checkpoint), str(folder), quantize=True, **convert_kwargs(opts))
+    restore_tokenizer(checkpoint, folder)
+    fix_config(checkpoint, folder, opts)
+    for path in folder.iterdir():
+        path.rename(out / path.name)
+    folder.rmdir()

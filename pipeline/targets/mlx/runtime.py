@@ -22,10 +22,11 @@ from mlx_lm.models.cache import RotatingKVCache
 from mlx_lm.models.rope_utils import SuScaledRoPE
 
 from pipeline import checkpoint, prompts
+from pipeline.architectures import ARCHITECTURES
 from pipeline.prompts import PAST_BOUNDARY
-from pipeline.targets.mlx import KEPT_FILES
-from pipeline.validate import Runtime
-from pipeline.validation import ArtifactError, check, compare_logits
+from pipeline.runtimes.base import ArtifactError, Runtime, check, jumps_past_boundary
+from pipeline.targets.mlx.build import KEPT_FILES
+from pipeline.validation import compare_logits
 
 # safetensors dtype -> config.json torch_dtype
 DTYPES = {"BF16": "bfloat16", "F16": "float16", "F32": "float32"}
@@ -73,14 +74,13 @@ def check_group_sizes(config: dict, table: dict):
                                 f"groups per row. Rebuild the artifact or restore its config.json.")
 
 
-def checkpoint_tokenizer_files(folder: Path) -> tuple[Path, list[str]]:
-    """The tokenizer files of the checkpoint the artifact was built from (artifacts/<model>/checkpoint)."""
-    source = folder.parent.parent / "checkpoint"
-    return source, [name for name in TOKENIZER_FILES if (source / name).exists()]
+def checkpoint_tokenizer_files(source: Path) -> list[str]:
+    """The tokenizer files of the checkpoint the artifact was built from."""
+    return [name for name in TOKENIZER_FILES if (source / name).exists()]
 
 
-def check_tokenizer_files(folder: Path):
-    source, expected = checkpoint_tokenizer_files(folder)
+def check_tokenizer_files(folder: Path, source: Path):
+    expected = checkpoint_tokenizer_files(source)
     missing = [name for name in expected if not (folder / name).exists()]
     if missing:
         raise ArtifactError(f"tokenizer file(s) {', '.join(missing)} missing: the checkpoint has them, and stacks "
@@ -93,13 +93,13 @@ class MLX(Runtime):
     version = f"{mlx_lm.__version__} (mlx {mx.__version__})"
     device_used = "cpu"
 
-    def __init__(self, folder: Path, facts: dict, spec: dict):
+    def __init__(self, folder: Path, checkpoint_folder: Path, facts: dict, spec: dict):
         mx.set_default_device(mx.cpu)
-        self.folder, self.facts, self.spec = folder, facts, spec
+        self.folder, self.checkpoint, self.facts, self.spec = folder, checkpoint_folder, facts, spec
         self.config = read_config(folder)
         self.table = tensor_table(folder)
         check_group_sizes(self.config, self.table)
-        check_tokenizer_files(folder)
+        check_tokenizer_files(folder, checkpoint_folder)
         try:
             self.model, self.tokenizer = mlx_lm.load(str(folder))
         except Exception as error:  # whatever mlx-lm raises on a broken folder is the reason it failed
@@ -109,9 +109,10 @@ class MLX(Runtime):
         self.stop_ids = set(self.tokenizer.eos_token_ids)
         self.vocab = len(self.tokenizer._tokenizer)
         self.memo = {}
-        if facts["architecture"] == "PhiMoEForCausalLM":
-            self.not_run = ["bfloat16 compute (as on Apple GPUs): mlx's CPU GatherMM (the experts' matmul) "
-                            "supports float32 only, so this PhiMoE artifact is validated in float32"]
+        self.stand_ins = [("Metal (Apple GPU)", "mlx's CPU backend (mlx[cpu]) on the same files")]
+        if ARCHITECTURES[facts["architecture"]].experts:
+            self.stand_ins.append(("bfloat16 compute (as on Apple GPUs): mlx's CPU GatherMM, the experts' matmul, "
+                                   "supports float32 only", "float32 compute"))
 
     def chat_ids(self, messages):
         return prompts.chat_ids(self.tokenizer._tokenizer, messages)
@@ -171,8 +172,9 @@ class MLX(Runtime):
 
     def tokenizer_files_check(self) -> dict:
         """The checkpoint's tokenizer files, byte for byte, not transformers-5 re-serialisations older stacks reject."""
-        source, expected = checkpoint_tokenizer_files(self.folder)
-        changed = [name for name in expected if (self.folder / name).read_bytes() != (source / name).read_bytes()]
+        expected = checkpoint_tokenizer_files(self.checkpoint)
+        changed = [name for name in expected
+                   if (self.folder / name).read_bytes() != (self.checkpoint / name).read_bytes()]
         return check(not changed, f"{', '.join(changed)} differ from the checkpoint's files", files=expected,
                      changed=changed)
 
@@ -213,9 +215,9 @@ class MLX(Runtime):
         limit = self.spec["thresholds"]["max_mean_kl"]
         # The long_context criterion (KL jumps past the boundary), as loaded and with the window applied.
         for r in results.values():
-            r["deviates"] = r["mean_kl_past_boundary"] > r["mean_kl_before_boundary"] + limit
-            r["restored_with_max_kv_size"] = (r["mean_kl_past_boundary_with_max_kv_size"]
-                                              <= r["mean_kl_before_boundary"] + limit)
+            r["deviates"] = jumps_past_boundary(r["mean_kl_past_boundary"], r["mean_kl_before_boundary"], limit)
+            r["restored_with_max_kv_size"] = not jumps_past_boundary(r["mean_kl_past_boundary_with_max_kv_size"],
+                                                                     r["mean_kl_before_boundary"], limit)
         bad = {n: r for n, r in results.items() if r["deviates"]}
         return check(not bad, "; ".join(
             f"mlx-lm ignores sliding_window {window}: {n} past token {r['boundary']} mean KL "
@@ -249,5 +251,5 @@ class MLX(Runtime):
                      prompts=len(names), mean_kl=stock, mean_kl_with_short_factor=short)
 
 
-def open(folder, facts: dict, spec: dict) -> MLX:
-    return MLX(Path(folder), facts, spec)
+def open(folder, checkpoint_folder, facts: dict, spec: dict) -> MLX:
+    return MLX(Path(folder), Path(checkpoint_folder), facts, spec)

@@ -1,6 +1,6 @@
 """Build time and peak memory of each ONNX artifact: phi-forge's build against the genai builder run by hand.
 
-    .envs/onnx/bin/python -m pipeline.bench.onnx [--model fixture-phi-3-mini-4k]
+    .envs/onnx/bin/python -m pipeline.targets.onnx.bench [--model fixture-phi-3-mini-4k]
 
 By hand is the builder's own command line with the same options (for HQQ: the builder's fp32 graph, then
 onnxruntime's matmul_nbits_quantizer). phi-forge adds the option checks, the tokenizer files and the atomic write.
@@ -11,8 +11,8 @@ import tempfile
 from pathlib import Path
 
 from pipeline import recipes
-from pipeline.bench import measure, print_table
-from pipeline.targets.onnx import TARGET, builder_command
+from pipeline.bench import build_command, measure, print_table
+from pipeline.targets.onnx.build import builder_command
 
 
 def by_hand(checkpoint: Path, out: Path, spec: dict) -> dict:
@@ -35,12 +35,10 @@ def main(argv=None):
     checkpoint = Path("artifacts") / args.model / "checkpoint"
     rows = []
     for spec in recipes.artifacts(recipes.load_supported(args.model)):
-        if spec["target"] != TARGET or spec["refused"]:
+        if spec["target"] != "onnx" or spec["refused"]:
             continue
         with tempfile.TemporaryDirectory() as scratch:
-            ours = measure([sys.executable, "-m", "pipeline.targets.onnx", "--model", args.model,
-                            "--artifact", spec["name"], "--checkpoint", checkpoint,
-                            "--out", Path(scratch) / "ours"])
+            ours = measure(build_command("onnx", spec["name"], args.model, checkpoint, Path(scratch) / "ours"))
             theirs = by_hand(checkpoint, Path(scratch) / "theirs", spec)
         rows.append((spec["name"].split("/")[-1][:28], ours, theirs))
     print_table(rows)

@@ -1,16 +1,10 @@
 """ONNX for onnxruntime-genai: the genai model builder, plus onnxruntime's HQQ quantizer on the builder's fp32 graph.
 
-    python -m pipeline.targets.onnx --model fixture-phi-3-mini-4k \
-        --artifact cpu_and_mobile/cpu-int4-rtn-block-32-acc-level-4 \
-        --checkpoint artifacts/fixture-phi-3-mini-4k/checkpoint \
-        --out artifacts/fixture-phi-3-mini-4k/onnx/cpu_and_mobile/cpu-int4-rtn-block-32-acc-level-4
-
 The artifact's device and options come from recipes/targets.yaml. Options the builder would silently ignore, or
 combinations it turns into broken graphs, are refused before anything is built. The artifact ships the
 checkpoint's own tokenizer files, declares the checkpoint's end tokens in genai_config.json, and attends within
 the checkpoint's sliding window (the builder leaves Phi-3's attention unwindowed).
 """
-import argparse
 import json
 import shutil
 import subprocess
@@ -18,12 +12,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from pipeline import checkpoint, recipes
-from pipeline.atomic import atomic_dir
-from pipeline.cli import run_cli
 from pipeline.recipes import RecipeError
 
-TARGET = "onnx"
 EXECUTION_PROVIDERS = {"cpu": "cpu", "cuda": "cuda", "dml": "dml"}
 # Option -> the values the builder (or the HQQ quantizer) accepts; passed to --extra_options as key=value.
 BUILDER_OPTIONS = {
@@ -129,34 +119,14 @@ def ship_checkpoint_tokenizer(source: Path, out: Path, facts: dict):
     config_file.write_text(json.dumps(config, indent=4) + "\n")
 
 
-def build(model: str, artifact: str, source: Path, out: Path, python: str = sys.executable) -> Path:
-    recipe = recipes.load_supported(model)
-    spec = recipes.artifact(recipe, TARGET, artifact)
-    if spec["refused"]:
-        raise RecipeError(spec["refused"])
+def build(checkpoint: Path, spec: dict, facts: dict, out: Path, base: Path | None = None, threads: int = 1):
     options = spec["options"]
     check_options(spec["device"], options)
-    facts = checkpoint.facts(source, recipe.get("overrides"))
-    with atomic_dir(out) as scratch, tempfile.TemporaryDirectory() as cache:
-        command = builder_command(python, source, scratch, Path(cache), spec["device"], options)
+    with tempfile.TemporaryDirectory() as cache:
+        command = builder_command(sys.executable, checkpoint, out, Path(cache), spec["device"], options)
         print(" ".join(command), flush=True)
         subprocess.run(command, check=True)
-        if options.get("quantizer") == "hqq":
-            quantize_hqq(scratch, options)
-        apply_sliding_window(scratch, facts)
-        ship_checkpoint_tokenizer(source, scratch, facts)
-    return out
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="recipe name (recipes/models/<model>.yaml)")
-    parser.add_argument("--artifact", required=True, help="artifact name in recipes/targets.yaml, target onnx")
-    parser.add_argument("--checkpoint", required=True, type=Path)
-    parser.add_argument("--out", required=True, type=Path)
-    args = parser.parse_args(argv)
-    print(build(args.model, args.artifact, args.checkpoint, args.out))
-
-
-if __name__ == "__main__":
-    run_cli(main)
+    if options.get("quantizer") == "hqq":
+        quantize_hqq(out, options)
+    apply_sliding_window(out, facts)
+    ship_checkpoint_tokenizer(checkpoint, out, facts)

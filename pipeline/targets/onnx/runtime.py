@@ -13,13 +13,11 @@ import numpy as np
 import onnx
 import onnxruntime_genai as og
 
-from pipeline.targets.onnx import attention_window
-from pipeline.validate import Runtime
-from pipeline.validation import ArtifactError, check
+from pipeline.runtimes.base import ArtifactError, Runtime, check, device_stand_in
+from pipeline.targets.onnx.build import attention_window
 
 # genai_config.json provider_options the builder writes for each device, by provider name.
 PROVIDERS = {"cpu": [], "cuda": ["cuda"], "dml": ["dml"]}
-NOT_RUN = "ran on the CPU provider; CUDA/DirectML not run here"
 
 
 def external_data_problems(folder: Path, model: onnx.ModelProto) -> list[str]:
@@ -49,6 +47,8 @@ class Genai(Runtime):
 
     def __init__(self, folder: Path, facts: dict, spec: dict):
         self.folder, self.facts, self.spec = folder, facts, spec
+        self.stand_ins = [s for s in [device_stand_in(spec["device"], "onnxruntime-genai's CPU provider on the "
+                                                                      "same graph")] if s]
         self.graph = onnx.load(str(folder / "model.onnx"), load_external_data=False)
         problems = external_data_problems(folder, self.graph)
         if problems:
@@ -57,7 +57,6 @@ class Genai(Runtime):
         config = og.Config(str(folder))
         if spec["device"] != "cpu":
             config.clear_providers()
-            self.not_run = [NOT_RUN]
         self.model = og.Model(config)
         self.tokenizer = og.Tokenizer(self.model)
 
@@ -148,5 +147,5 @@ class Genai(Runtime):
                      max_abs_difference_last_position=difference)
 
 
-def open(folder, facts: dict, spec: dict) -> Genai:
+def open(folder, checkpoint_folder, facts: dict, spec: dict) -> Genai:
     return Genai(Path(folder), facts, spec)

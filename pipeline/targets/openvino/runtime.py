@@ -11,8 +11,7 @@ import numpy as np
 import openvino as ov
 import openvino_genai as og
 
-from pipeline.validate import Runtime
-from pipeline.validation import ArtifactError, check
+from pipeline.runtimes.base import ArtifactError, Runtime, check, device_stand_in
 
 DEVICE = "CPU"
 F32 = {"INFERENCE_PRECISION_HINT": "f32"}
@@ -62,13 +61,12 @@ def recorded_compression(model: ov.Model) -> dict:
 class OpenVINOGenAI(Runtime):
     name = "openvino-genai"
     version = og.__version__
-    not_run = ["teacher-forced logits: LLMPipeline returns none for every position; they come from openvino.Core on "
-               "the same openvino_model.xml with INFERENCE_PRECISION_HINT=f32",
-               "GPU and NPU plugins: this machine has neither"]
-
     def __init__(self, folder, facts: dict, spec: dict):
         core = ov.Core()
         self.folder, self.facts, self.spec = folder, facts, spec
+        self.stand_ins = [("teacher-forced logits from LLMPipeline, which returns none for every position",
+                           "openvino.Core on the same openvino_model.xml with INFERENCE_PRECISION_HINT=f32"),
+                          *[device_stand_in(device, "the CPU plugin") for device in ("gpu", "npu")]]
         self.model = core.read_model(folder / "openvino_model.xml")
         self.request = core.compile_model(self.model, DEVICE, F32).create_infer_request()
         self.pipeline = og.LLMPipeline(str(folder), DEVICE, **F32)
@@ -174,7 +172,7 @@ class OpenVINOGenAI(Runtime):
         return checks
 
 
-def open(folder, facts: dict, spec: dict) -> OpenVINOGenAI:
+def open(folder, checkpoint_folder, facts: dict, spec: dict) -> OpenVINOGenAI:
     missing = missing_files(folder)
     if missing:
         raise ArtifactError(f"{folder} lacks {', '.join(missing)}: openvino-genai cannot run it without them")

@@ -1,0 +1,1 @@
+"""GGUF for llama.cpp with Ollama Modelfiles."""

@@ -1,0 +1,1 @@
+"""MLX for mlx-lm."""
