@@ -1,5 +1,12 @@
-"""The workflow itself: lint-clean, declarative rules with logs and benchmarks, the run's summary."""
-from conftest import ARTIFACTS, FIXTURES, ROOT, SNAKEMAKE, run
+"""The workflow itself: lint-clean, declarative rules with logs and benchmarks, the run's summary, Snakemake's
+planning verbs on a fresh clone, and stages that read only what their rules declare."""
+import re
+import subprocess
+
+import pytest
+
+from conftest import ARTIFACTS, FIXTURES, ROOT, SNAKEMAKE, read_json, run
+from pipeline import recipes
 
 
 def test_snakemake_lint_is_clean():
@@ -26,3 +33,71 @@ def test_run_ends_with_the_summary_table(pipeline_run):
 def test_a_second_run_has_nothing_to_do(pipeline_run):
     result = run([SNAKEMAKE, "--cores", "2", "all", "--dry-run"])
     assert "Nothing to be done" in result.stdout + result.stderr
+
+
+# Snakemake's planning verbs on a fresh clone: nothing built yet, so no checkpoint to size a job by.
+REAL = [name for name in recipes.available()
+        if recipes.load(name)["source"].startswith("hf://") and "unsupported" not in recipes.load(name)]
+PLANS = {"embedded default": [], "every real recipe": ["--config", f"models=[{','.join(REAL)}]"]}
+
+
+def job_counts(dry_run_output: str) -> dict[str, int]:
+    table = dry_run_output.split("Job stats:", 1)[1].split("\n\n", 1)[0]
+    return {name: int(count) for name, count in re.findall(r"^(\w+)\s+(\d+)$", table, re.M)}
+
+
+@pytest.mark.parametrize("config", PLANS.values(), ids=PLANS)
+def test_dry_run_plans_every_artifact_on_a_fresh_clone(repo_copy, config):
+    result = run([SNAKEMAKE, "all", "--dry-run", *config], cwd=repo_copy)
+    models = config[1].removeprefix("models=[").removesuffix("]").split(",") if config else FIXTURES
+    specs = [spec for model in models for spec in recipes.artifacts(recipes.load(model))]
+    counts = job_counts(result.stdout)
+    assert counts["validate"] == len(specs)
+    assert counts["build"] == counts["publish"] == len([s for s in specs if not s["refused"]])
+    assert counts["reference"] == counts["pull"] == counts["manifest"] == len(models)
+    # a job sized by its checkpoint is planned with the base memory of its spec until the checkpoint exists
+    assert "mem_mb=1500," in result.stdout
+    assert not (repo_copy / "artifacts").exists()
+
+
+@pytest.mark.parametrize("config", PLANS.values(), ids=PLANS)
+def test_dag_and_summary_on_a_fresh_clone(repo_copy, config):
+    dag = run([SNAKEMAKE, "all", "--dag", *config], cwd=repo_copy).stdout
+    assert dag.startswith("digraph snakemake_dag {")
+    assert {"build", "validate", "publish", "reference", "pull"} <= set(re.findall(r'label = "(\w+)"', dag))
+    summary = run([SNAKEMAKE, "all", "--summary", *config], cwd=repo_copy).stdout
+    rows = [line.split("\t") for line in summary.splitlines()[1:] if line.endswith("update pending")]
+    assert {row[2] for row in rows} >= {"build", "validate", "publish", "reference", "pull", "manifest"}
+    assert all(row[4] == "missing" for row in rows)
+
+
+def test_resources_come_from_the_checkpoint_once_it_exists(pipeline_run):
+    model = "fixture-phi-3-mini-4k"
+    weights_mb = sum(p.stat().st_size for p in (ARTIFACTS / model / "checkpoint").glob("*.safetensors")) // 2**20
+    planned = run([SNAKEMAKE, "--dry-run", "--forcerun", "build", f"artifacts/{model}/gguf/Q4_K_M"]).stdout
+    memory = recipes.DEFAULT_MEMORY
+    assert f"mem_mb={int(memory['base_mb'] + memory['per_weights_mb'] * weights_mb)}," in planned
+    assert re.search(r"rule build:.*?threads: 2", planned, re.S)  # Q4_K_M's threads, from targets.yaml
+
+
+# One fixture's stages, each job in a shadow directory that holds only its declared inputs (as on a cluster node
+# without a shared filesystem): a stage that read a file its rule does not declare would fail here.
+SHADOWED_MODEL = "fixture-phi-3-mini-4k"
+SHADOWED = ["gguf/Q8_0", "mlx/4bit", "onnx/cpu_and_mobile/cpu-int4-rtn-block-32-acc-level-4", "openvino/int8"]
+
+
+def test_every_stage_reads_only_what_its_rule_declares(pipeline_run, repo_copy):
+    model = repo_copy / "artifacts" / SHADOWED_MODEL
+    model.mkdir(parents=True)
+    for name in ("fixture", "checkpoint", "provenance.json", "reference"):
+        subprocess.run(["cp", "-al", ARTIFACTS / SHADOWED_MODEL / name, model / name], check=True)
+    run([SNAKEMAKE, "--cores", "2", "--forcerun", "pull", "reference", "--config", f"models=[{SHADOWED_MODEL}]",
+         "shadow=minimal", "--", *[f"artifacts/{SHADOWED_MODEL}/publish/{artifact}" for artifact in SHADOWED]],
+        cwd=repo_copy)
+    for artifact in SHADOWED:
+        shadowed = read_json(model / f"{artifact}.validation.json")
+        unshadowed = read_json(ARTIFACTS / SHADOWED_MODEL / f"{artifact}.validation.json")
+        assert shadowed["status"] == unshadowed["status"], artifact
+        assert {k: c["status"] for k, c in shadowed["checks"].items()} == \
+               {k: c["status"] for k, c in unshadowed["checks"].items()}, artifact
+        assert (model / "publish" / artifact / "README.md").exists()
