@@ -1,5 +1,6 @@
 # Each toolchain runs in its own locked virtual environment, created on first use from envs/<toolchain>.lock.
-# Never shadowed: the environment is made in place under .envs/ (a venv's paths cannot move).
+# Never shadowed: the environment is made in place under .envs/ (a venv's paths cannot move), from the
+# repository root, so it is called as before (a changed command would rebuild every environment).
 rule toolchain_env:
     input:
         "envs/{toolchain}.lock",
@@ -10,7 +11,7 @@ rule toolchain_env:
     benchmark:
         "benchmarks/envs/{toolchain}.tsv"
     params:
-        python=runner(),
+        python=PYTHON,
     threads: 1
     resources:
         mem_mb=2000,
