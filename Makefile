@@ -10,7 +10,7 @@ all: $(VENV)/ready
 
 test: $(VENV)/ready
 	$(VENV)/bin/snakemake --cores 2 .envs/torch/ready
-	$(VENV)/bin/python -m pytest -q tests
+	$(VENV)/bin/python -m pytest -q -n 2 --dist loadfile tests
 
 lint: $(VENV)/ready
 	$(VENV)/bin/snakemake --lint

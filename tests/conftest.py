@@ -1,4 +1,5 @@
 """Shared set-up: the real pipeline run on the fixture family, and copies of the repo for bad-input runs."""
+import fcntl
 import json
 import os
 import shutil
@@ -27,8 +28,18 @@ def run(args, cwd=ROOT, env=None, check=True, timeout=3600):
 
 @pytest.fixture(scope="session")
 def pipeline_run():
-    """`snakemake --cores 2 all` on the embedded default, as the README's first command runs it."""
-    return run([SNAKEMAKE, "--cores", "2", "all"])
+    """`snakemake --cores 2 all` on the embedded default, as the README's first command runs it.
+
+    Tests run in two pytest-xdist workers: the first to get here runs the pipeline, the other waits for it; a run
+    with nothing left to do is only planned (a dry run takes no lock, so it cannot collide with a test's own
+    Snakemake run in the repository)."""
+    (ROOT / ".snakemake").mkdir(exist_ok=True)
+    with open(ROOT / ".snakemake" / "pytest-pipeline.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        planned = run([SNAKEMAKE, "--cores", "2", "all", "--dry-run"])
+        if "Nothing to be done" in planned.stdout + planned.stderr:
+            return planned
+        return run([SNAKEMAKE, "--cores", "2", "all"])
 
 
 def validate_command(python, model: str, target: str, artifact: str, folder: Path, out: Path) -> list:

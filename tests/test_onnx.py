@@ -19,8 +19,8 @@ def validation(model, artifact):
     return read_json(ARTIFACTS / model / "onnx" / f"{artifact}.validation.json")
 
 
-# Measured: on the briefly trained phi-4-mini fixture (near-flat logits) the RTN int4 builds reproduce only
-# 0.53 of the greedy continuations (threshold 0.60) and answer 1 of the reference's 2; HQQ passes.
+# The briefly trained phi-4-mini fixture has near-flat logits: how much of the greedy continuations its RTN int4
+# builds reproduce depends on the machine the fixture was trained on (0.53-0.58 on one, 1.0 on an AMD EPYC).
 RTN_INT4 = ["cpu_and_mobile/cpu-int4-rtn-block-32-acc-level-4", "cuda/cuda-int4-rtn-block-32",
             "directml/directml-int4-rtn-block-32"]
 FREE_RUNNING = {"task", "greedy_agreement"}
@@ -50,10 +50,10 @@ def test_every_artifact_in_genai(pipeline_run, model, artifact):
                                      f"provider on the same graph"]
 
 
-def test_phi4_rtn_int4_greedy_shortfall(pipeline_run):
-    for artifact in RTN_INT4:
-        greedy = validation("fixture-phi-4-mini", artifact)["checks"]["greedy_agreement"]["value"]
-        assert 0.45 < greedy < 0.6
+def test_phi4_rtn_int4_builds_agree_and_hqq_passes(pipeline_run):
+    """The cuda and dml RTN graphs run on the CPU provider give the same continuations; HQQ passes."""
+    cuda, dml = (validation("fixture-phi-4-mini", artifact)["checks"]["greedy_agreement"] for artifact in RTN_INT4[1:])
+    assert cuda["value"] == dml["value"] and cuda["exact"] == dml["exact"]
     assert validation("fixture-phi-4-mini", "cpu_and_mobile/cpu-int4-hqq-block-32")["status"] == "passed"
 
 
