@@ -64,7 +64,7 @@ def test_dry_run_plans_every_artifact_on_a_fresh_clone(repo_copy, config):
 def test_dag_and_summary_on_a_fresh_clone(repo_copy, config):
     dag = run([SNAKEMAKE, "all", "--dag", *config], cwd=repo_copy).stdout
     assert dag.startswith("digraph snakemake_dag {")
-    assert {"build", "validate", "publish", "reference", "pull"} <= set(re.findall(r'label = "(\w+)"', dag))
+    assert {"build", "validate", "publish", "reference", "pull"} <= set(re.findall(r'label = "(\w+)', dag))
     summary = run([SNAKEMAKE, "all", "--summary", *config], cwd=repo_copy).stdout
     rows = [line.split("\t") for line in summary.splitlines()[1:] if line.endswith("update pending")]
     assert {row[2] for row in rows} >= {"build", "validate", "publish", "reference", "pull", "manifest"}
