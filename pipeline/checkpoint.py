@@ -10,6 +10,7 @@ from pathlib import Path
 from pipeline.architectures import ARCHITECTURES, REFUSED, expected_shapes
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+ANSWER_PROBE = "\x00answer\x00"  # an assistant message no chat template contains
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")
 
 
@@ -114,6 +115,57 @@ def verify(folder: Path) -> dict:
     return config
 
 
+def chat_template(folder: Path, tokenizer_config: dict) -> str | None:
+    """The template as transformers finds it: chat_template.jinja (newer saves) before tokenizer_config.json."""
+    if (folder / "chat_template.jinja").exists():
+        return (folder / "chat_template.jinja").read_text()
+    template = tokenizer_config.get("chat_template")
+    if isinstance(template, list):  # named templates; the default one is the chat
+        template = {t["name"]: t["template"] for t in template}.get("default")
+    return template
+
+
+def render_chat(template: str, messages: list[dict], special_tokens: dict, generation_prompt: bool) -> str:
+    """The template rendered the way transformers renders it (sandboxed Jinja, trimmed blocks)."""
+    import jinja2
+    import jinja2.ext
+    import jinja2.sandbox
+
+    def raise_exception(message):
+        raise jinja2.exceptions.TemplateError(message)
+
+    environment = jinja2.sandbox.ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
+                                                               extensions=[jinja2.ext.loopcontrols])
+    environment.globals["raise_exception"] = raise_exception
+    return environment.from_string(template).render(messages=messages, add_generation_prompt=generation_prompt,
+                                                    **special_tokens)
+
+
+def end_of_turn(template: str | None, tokens: dict[str, int], special_tokens: dict) -> str | None:
+    """The added token the chat template closes an assistant message with (<|end|> for Phi); None if none."""
+    if not template:
+        return None
+    messages = [{"role": "user", "content": "?"}, {"role": "assistant", "content": ANSWER_PROBE}]
+    after = render_chat(template, messages, special_tokens, False).partition(ANSWER_PROBE)[2]
+    closing = [token for token in tokens if after.startswith(token)]
+    return max(closing, key=len) if closing else None
+
+
+def special_tokens(tokenizer_config: dict) -> dict[str, str]:
+    """bos_token, eos_token ... as the template sees them (plain strings or AddedToken dicts in the file)."""
+    return {key: value["content"] if isinstance(value, dict) else value for key, value in tokenizer_config.items()
+            if key.endswith("_token") and isinstance(value, (str, dict))}
+
+
+def added_tokens(folder: Path, tokenizer_config: dict) -> dict[int, str]:
+    """id -> text of the tokenizer's added tokens: tokenizer.json's list, else tokenizer_config.json's decoder
+    (older saves have only one of them)."""
+    names = {int(i): entry["content"] for i, entry in tokenizer_config.get("added_tokens_decoder", {}).items()}
+    if (folder / "tokenizer.json").exists():
+        names.update({entry["id"]: entry["content"] for entry in read_json(folder / "tokenizer.json")["added_tokens"]})
+    return names
+
+
 def facts(folder: Path, overrides: dict | None = None) -> dict:
     """What targets need to know, from the checkpoint's own files; a recipe's `overrides` win."""
     folder = Path(folder)
@@ -121,15 +173,27 @@ def facts(folder: Path, overrides: dict | None = None) -> dict:
     tokenizer_config = read_json(folder / "tokenizer_config.json")
     generation = read_json(folder / "generation_config.json") if (folder / "generation_config.json").exists() else {}
     eos = generation.get("eos_token_id", config.get("eos_token_id"))
-    eos_ids = eos if isinstance(eos, list) else [eos]
-    names = {int(i): entry["content"] for i, entry in tokenizer_config.get("added_tokens_decoder", {}).items()}
+    eos_ids = [] if eos is None else eos if isinstance(eos, list) else [eos]
+    names = added_tokens(folder, tokenizer_config)
+    ids = {content: i for i, content in names.items()}
+    template = chat_template(folder, tokenizer_config)
+    end = end_of_turn(template, ids, special_tokens(tokenizer_config))
+    stop_ids, findings = list(eos_ids), []
+    if end and ids[end] not in eos_ids:  # the template ends every turn with it: a stop token whatever eos says
+        stop_ids.append(ids[end])
+        findings.append({"id": "eos-lacks-end-of-turn", "cause": (
+            f"the checkpoint's eos_token_id {eos_ids} lacks {end} (id {ids[end]}), the token its chat template "
+            f"closes every assistant message with; phi-forge stops on it too, so runtimes that stop on eos alone "
+            f"would run on past the answer"), "numbers": {"eos_token_ids": eos_ids, "end_of_turn_id": ids[end]}})
     rope = config.get("rope_scaling") or {}
     found = {
         "architecture": architecture(config, folder),
         "model_type": config["model_type"],
-        "chat_template": tokenizer_config.get("chat_template"),
-        "stop_token_ids": eos_ids,
-        "stop_tokens": [names.get(i) for i in eos_ids],
+        "chat_template": template,
+        "end_of_turn": end,
+        "stop_token_ids": stop_ids,
+        "stop_tokens": [names.get(i) for i in stop_ids],
+        "findings": findings,
         "context_length": config["max_position_embeddings"],
         "original_context_length": config.get("original_max_position_embeddings",
                                               rope.get("original_max_position_embeddings")),
@@ -141,10 +205,23 @@ def facts(folder: Path, overrides: dict | None = None) -> dict:
     }
     for key, value in (overrides or {}).items():
         found[key] = value
-    if overrides and "stop_tokens" in overrides:
-        ids = {content: i for i, content in names.items()}
+    if overrides and "stop_tokens" in overrides:  # the recipe's list, exactly
         unknown = [t for t in overrides["stop_tokens"] if t not in ids]
         if unknown:
             raise CheckpointError(f"recipe overrides stop_tokens {unknown}, which the tokenizer does not have.")
         found["stop_token_ids"] = [ids[t] for t in overrides["stop_tokens"]]
+        found["findings"] = [f for f in findings if f["id"] != "eos-lacks-end-of-turn"]
+    if not found["stop_token_ids"]:
+        raise CheckpointError(f"{folder}: no end token: neither generation_config.json nor config.json has an "
+                              f"eos_token_id and the chat template closes no turn with a special token. Add "
+                              f"overrides: stop_tokens to the recipe.")
     return found
+
+
+def write_generation_config(folder: Path, out: Path, facts: dict):
+    """The artifact's generation_config.json: the checkpoint's (if any) with eos_token_id set to every stop id,
+    the end of turn included; mlx-lm and openvino-genai stop on what it lists."""
+    path = Path(folder) / "generation_config.json"
+    generation = read_json(path) if path.exists() else {}
+    generation["eos_token_id"] = facts["stop_token_ids"]
+    (Path(out) / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")

@@ -1,4 +1,7 @@
 """Facts a target needs come from the checkpoint's own files; a recipe's overrides win."""
+import json
+import shutil
+
 import pytest
 
 from conftest import ARTIFACTS, read_json
@@ -35,3 +38,28 @@ def test_recipe_overrides_win(pipeline_run):
 def test_override_with_a_token_the_tokenizer_lacks_is_refused(pipeline_run):
     with pytest.raises(CheckpointError, match=r"stop_tokens \['<\|eot_id\|>'\]"):
         facts(folder("fixture-phi-3-mini-4k"), {"stop_tokens": ["<|eot_id|>"]})
+
+
+@pytest.mark.parametrize("model", ["fixture-phi-3-mini-4k", "fixture-phi-3-medium-4k", "fixture-phi-4-mini"])
+def test_end_of_turn_is_read_off_each_chat_template(pipeline_run, model):
+    """Three templates, three ways of closing an assistant turn, one answer: the added token after the message."""
+    assert facts(folder(model))["end_of_turn"] == "<|end|>"
+
+
+def test_an_eos_list_without_the_end_of_turn_gets_it_and_a_finding(pipeline_run, tmp_path):
+    copy = tmp_path / "checkpoint"
+    shutil.copytree(folder("fixture-phi-3-mini-4k"), copy)
+    added = read_json(copy / "added_tokens.json")
+    (copy / "generation_config.json").write_text(json.dumps({"eos_token_id": added["<|endoftext|>"]}))
+    found = facts(copy)
+    assert found["stop_token_ids"] == [added["<|endoftext|>"], added["<|end|>"]]
+    assert [f["id"] for f in found["findings"]] == ["eos-lacks-end-of-turn"]
+    assert found["findings"][0]["numbers"] == {"eos_token_ids": [added["<|endoftext|>"]],
+                                               "end_of_turn_id": added["<|end|>"]}
+    overridden = facts(copy, {"stop_tokens": ["<|endoftext|>"]})  # the recipe's list wins, exactly
+    assert overridden["stop_token_ids"] == [added["<|endoftext|>"]] and overridden["findings"] == []
+    (copy / "generation_config.json").unlink()
+    config = read_json(copy / "config.json")
+    del config["eos_token_id"]
+    (copy / "config.json").write_text(json.dumps(config))
+    assert facts(copy)["stop_token_ids"] == [added["<|end|>"]]  # no eos anywhere: the template's still stops it

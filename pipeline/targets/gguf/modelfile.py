@@ -92,17 +92,6 @@ def render(tokenizer, template: str, messages: list[dict], generation_prompt: bo
     return rendered[0]
 
 
-def end_of_turn(tokenizer, facts: dict) -> str:
-    """The stop token the chat template closes every message with (<|end|> for Phi)."""
-    text = render(tokenizer, facts["chat_template"], [{"role": "user", "content": PROBE.format(0)}], False)
-    after = text.split(PROBE.format(0), 1)[1]
-    found = [token for token in facts["stop_tokens"] if after.startswith(token)]
-    if not found:
-        raise CheckpointError(f"the chat template ends a message with {after[:20]!r}, which is none of "
-                              f"the stop tokens {facts['stop_tokens']}")
-    return found[0]
-
-
 def ollama_template(tokenizer, template: str) -> str:
     """The checkpoint's chat template as a Go text/template over Ollama's .Messages.
 

@@ -2,13 +2,16 @@
 
 The artifact's settings come from recipes/targets.yaml (target `mlx`). After mlx_lm.convert, the folder gets the
 checkpoint's own tokenizer files back (mlx-lm writes transformers-5 files that older Mac stacks cannot load and
-drops tokenizer.model) and config.json's torch_dtype is set to the dtype the weights are stored in.
+drops tokenizer.model), config.json's torch_dtype is set to the dtype the weights are stored in, and
+generation_config.json lists every stop token (pipeline.checkpoint.write_generation_config).
 """
 import json
 import shutil
 from pathlib import Path
 
 from mlx_lm.convert import convert
+
+from pipeline.checkpoint import write_generation_config
 
 # Files mlx-lm writes in place of the checkpoint's tokenizer files; removed before the originals are copied.
 CONVERTER_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
@@ -49,6 +52,7 @@ def build(checkpoint: Path, spec: dict, facts: dict, out: Path, base: Path | Non
     convert(str(checkpoint), str(folder), quantize=True, **convert_kwargs(opts))
     restore_tokenizer(checkpoint, folder)
     fix_config(checkpoint, folder, opts)
+    write_generation_config(checkpoint, folder, facts)
     for path in folder.iterdir():
         path.rename(out / path.name)
     folder.rmdir()

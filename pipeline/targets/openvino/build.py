@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from pipeline.checkpoint import write_generation_config
+
 TASK = "text-generation-with-past"  # optimum-cli cannot infer the task from a local folder
 
 
@@ -32,3 +34,4 @@ def build(checkpoint: Path, spec: dict, facts: dict, out: Path, base: Path | Non
     args = command(checkpoint, spec["options"], out)
     print(shlex.join(args), flush=True)
     subprocess.run(args, check=True)
+    write_generation_config(checkpoint, out, facts)  # openvino-genai stops on its eos list
