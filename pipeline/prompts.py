@@ -11,6 +11,8 @@ from pipeline import task
 
 PASSAGE = (Path(__file__).parent / "data" / "passage.txt").read_text()
 PAST_BOUNDARY = 64  # tokens beyond a boundary, enough for every runtime to be on the far side of it
+PAST_ORIGINAL_CONTEXT, PAST_SLIDING_WINDOW = "long-past-original-context", "long-past-sliding-window"
+WITHOUT_SLIDING_WINDOW = "without_sliding_window"  # the reference's variant for PAST_SLIDING_WINDOW, in its tensors
 
 
 def chat_ids(tokenizer, messages: list[dict], chat_template: str | None = None) -> list[int]:
@@ -22,10 +24,10 @@ def chat_ids(tokenizer, messages: list[dict], chat_template: str | None = None) 
 def long_lengths(facts: dict) -> dict[str, int]:
     lengths = {}
     if facts.get("rope_type") == "longrope" and facts.get("original_context_length"):
-        lengths["long-past-original-context"] = facts["original_context_length"] + PAST_BOUNDARY
+        lengths[PAST_ORIGINAL_CONTEXT] = facts["original_context_length"] + PAST_BOUNDARY
     window = facts.get("sliding_window")
     if window and window < facts["context_length"]:
-        lengths["long-past-sliding-window"] = window + PAST_BOUNDARY
+        lengths[PAST_SLIDING_WINDOW] = window + PAST_BOUNDARY
     return lengths
 
 

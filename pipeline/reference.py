@@ -8,6 +8,7 @@ prompts), and per position the top-k logits and the log-sum-exp of the full dist
 import argparse
 import json
 import math
+import statistics
 import time
 from pathlib import Path
 
@@ -62,6 +63,24 @@ def teacher_forced(model, ids: list[int]) -> torch.Tensor:
     return model(torch.tensor([ids])).logits[0].float()
 
 
+@torch.no_grad()
+def without_sliding_window(model, ids: list[int]) -> torch.Tensor:
+    """Logits as a runtime that ignores the sliding window computes them: the yardstick that tells such a runtime
+    from one whose error merely grows with length (pipeline.validate's sliding-window diagnosis)."""
+    window = model.config.sliding_window
+    model.config.sliding_window = None  # read at every forward by transformers' Phi-3 mask and attention
+    try:
+        return teacher_forced(model, ids)
+    finally:
+        model.config.sliding_window = window
+
+
+def top1_margins(logits: torch.Tensor, start: int) -> list[float]:
+    """Top-1 minus top-2 log-probability at each position from `start` on: how decisive the reference is."""
+    top = logits[start:].log_softmax(-1).topk(2, dim=-1).values
+    return (top[:, 0] - top[:, 1]).tolist()
+
+
 def top_k(logits: torch.Tensor, k: int) -> dict[str, torch.Tensor]:
     values, indices = logits.topk(k, dim=-1)
     return {"topk_logits": values.contiguous(), "topk_ids": indices.to(torch.int32).contiguous(),
@@ -101,8 +120,13 @@ def run(folder: Path, out: Path, max_new_tokens: int, k: int, overrides: dict | 
                           answered=stopped and task.is_answered(prompt["answer"], text))
             sequence = prompt["ids"] + generated
         logits = teacher_forced(model, sequence)
-        if prompt["kind"] != "chat":
+        if prompt["kind"] == "chat":
+            record["top1_margins"] = top1_margins(logits[:-1], len(prompt["ids"]) - 1)
+        else:
             record["perplexity"] = perplexity(logits, sequence)
+        if prompt["name"] == prompts.PAST_SLIDING_WINDOW:
+            for key, value in top_k(without_sliding_window(model, sequence), k).items():
+                tensors[f"{prompt['name']}.{prompts.WITHOUT_SLIDING_WINDOW}.{key}"] = value
         record["sequence_length"] = len(sequence)
         for key, value in top_k(logits, k).items():
             tensors[f"{prompt['name']}.{key}"] = value
@@ -120,6 +144,7 @@ def run(folder: Path, out: Path, max_new_tokens: int, k: int, overrides: dict | 
         "facts": facts,
         "summary": {"answered": sum(r["answered"] for r in chat), "stopped": sum(r["stopped"] for r in chat),
                     "chat_prompts": len(chat),
+                    "median_top1_margin": statistics.median(m for r in chat for m in r["top1_margins"]),
                     "perplexity": {r["name"]: r["perplexity"] for r in records if "perplexity" in r}},
         "prompts": records,
     }

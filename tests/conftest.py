@@ -15,7 +15,6 @@ TORCH_PYTHON = ROOT / ".envs" / "torch" / "bin" / "python"
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
 FIXTURES = ["fixture-phi-3-mini-4k", "fixture-phi-3-mini-128k", "fixture-phi-3-medium-4k", "fixture-phi-3.5-moe",
             "fixture-phi-4-mini"]
-TRAINED = ["fixture-phi-3-mini-4k", "fixture-phi-3-mini-128k"]
 
 
 def run(args, cwd=ROOT, env=None, check=True, timeout=3600):

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from conftest import ARTIFACTS, FIXTURES, ROOT, TRAINED, read_json, run, validate_command
+from conftest import ARTIFACTS, FIXTURES, ROOT, read_json, run, validate_command
 
 PYTHON = ROOT / ".envs" / "openvino" / "bin" / "python"
 BROKEN_MODEL = "fixture-phi-3-mini-4k"
@@ -42,9 +42,9 @@ def test_nncf_split_matches_the_recipe(pipeline_run, model):
     assert int8["nncf"]["mode"] == "int8_asym" and set(int8["split"]) == {"int8"}
 
 
-@pytest.mark.parametrize("model", TRAINED)
+@pytest.mark.parametrize("model", FIXTURES)
 @pytest.mark.parametrize("artifact", ["int4", "int8"])
-def test_trained_fixtures_pass_in_f32(pipeline_run, model, artifact):
+def test_fixtures_pass_in_f32(pipeline_run, model, artifact):
     """Every short-prompt check passes; long-context numbers are reported (int4 error may grow past a window)."""
     record = validation(model, artifact)
     for name in ("tokenizer_parity", "stop", "task", "teacher_forced_top1", "kl", "perplexity"):

