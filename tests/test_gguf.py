@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from conftest import ARTIFACTS, FIXTURES, ROOT, TRAINED, read_json, validate_command
+from conftest import ARTIFACTS, FIXTURES, ROOT, read_json, validate_command
 from pipeline import recipes
 
 GGUF_PYTHON = ROOT / ".envs" / "gguf" / "bin" / "python"
@@ -48,9 +48,10 @@ def test_metadata_and_modelfile_checks_pass_everywhere(records):
         assert checks["modelfile_template"]["kinds"] == ["multi-turn", "single-turn", "system prompt"]
 
 
-def test_trained_fixtures_pass_every_short_prompt_check_in_every_type(records):
-    """Long-context numbers are reported separately (test_longrope_past_the_original_context, the window test)."""
-    for model in TRAINED:
+def test_phi3_fixtures_pass_every_short_prompt_check_in_every_type(records):
+    """Long-context numbers are reported separately (test_longrope_past_the_original_context, the window test);
+    PhiMoE is another model in llama.cpp (test_phimoe_routing_deviation_is_named)."""
+    for model in PHI3:
         for gguf_type in TYPES:
             record = records[(model, gguf_type)]
             for name in ("tokenizer_parity", "stop", "task", "teacher_forced_top1", "kl", "perplexity"):
@@ -59,8 +60,8 @@ def test_trained_fixtures_pass_every_short_prompt_check_in_every_type(records):
             assert record["tokens_per_s"] > 0
 
 
-def test_trained_fixtures_answer_and_stop_on_end_through_the_modelfile(records):
-    for model in TRAINED:
+def test_phi3_fixtures_answer_and_stop_on_end_through_the_modelfile(records):
+    for model in PHI3:
         for gguf_type in TYPES:
             checks = records[(model, gguf_type)]["checks"]
             assert checks["task"]["answered"] == checks["task"]["reference_answered"] >= 10
@@ -69,7 +70,7 @@ def test_trained_fixtures_answer_and_stop_on_end_through_the_modelfile(records):
 
 
 def test_float_gguf_matches_the_reference_and_quantized_types_lose_more_the_fewer_bits(records):
-    for model in TRAINED:
+    for model in PHI3:
         assert records[(model, "F16")]["checks"]["teacher_forced_top1"]["value"] == 1.0
         kl = [records[(model, t)]["checks"]["kl"]["mean"] for t in TYPES]
         assert kl[0] < 1e-4 and min(kl[1:]) > kl[0], (model, kl)
@@ -86,13 +87,28 @@ def test_longrope_past_the_original_context(records):
             assert long["status"] == "passed", long
 
 
-def test_sliding_window_gap_is_reported(records):
-    """llama.cpp disables Phi's sliding window: the medium fixture's F16 drifts past token 2047, and the numbers
-    say so (whether the drift crosses the float threshold depends on the fixture)."""
-    record = records[("fixture-phi-3-medium-4k", "F16")]
-    long = record["checks"]["long_context"]["prompts"]["long-past-sliding-window"]
-    assert long["boundary"] == 2047
-    assert long["mean_kl_past_boundary"] > 100 * long["mean_kl_before_boundary"]
+def test_sliding_window_gap_is_named_with_its_numbers(records):
+    """llama.cpp disables Phi's sliding window: past token 2047 the float GGUF computes what the reference computes
+    without its window, and the validator names that cause, failed or within the thresholds."""
+    for model in ("fixture-phi-3-mini-4k", "fixture-phi-3-medium-4k"):
+        record = records[(model, "F16")]
+        long = record["checks"]["long_context"]["prompts"]["long-past-sliding-window"]
+        assert long["boundary"] == 2047
+        assert long["mean_kl_past_boundary"] > 10 * long["mean_kl_past_boundary_to_reference_without_window"]
+        assert [d["id"] for d in record["deviations"]] == ["ignores-sliding-window"]
+        assert record["unexplained"] == []
+
+
+def test_phimoe_routing_deviation_is_named(records):
+    """llama.cpp routes PhiMoE by softmax top-2: every type is far from the reference and close to the reference
+    recomputed with that routing, and that accounts for each of its failed checks."""
+    for gguf_type in TYPES:
+        record = records[("fixture-phi-3.5-moe", gguf_type)]
+        routing = record["checks"]["expert_routing"]
+        assert routing["status"] == "failed" and routing["deviation"]["id"] == "llamacpp-phimoe-softmax-routing"
+        assert routing["mean_kl_to_softmax_routing"] < record["thresholds"]["max_mean_kl"] < routing["mean_kl"]
+        assert record["unexplained"] == [], (gguf_type, record["unexplained"])
+    assert records[("fixture-phi-3.5-moe", "F16")]["checks"]["kl"]["status"] == "failed"
 
 
 def test_tokenizer_matches_or_differs_only_as_documented(records):

@@ -83,6 +83,8 @@ def test_longrope_long_factor_on_short_prompts_is_measured(pipeline_run, model):
         assert numbers["prompts"] == 13  # 12 chat prompts and the passage, all shorter than the original context
         assert numbers["mean_kl"] > 0.5 > 0.15 > numbers["mean_kl_with_short_factor"]
         assert record["status"] == "failed" and "mlx-lm applies long_factor" in record["reason"]
+        assert numbers["deviation"]["id"] == "mlx-longrope-long-factor"
+        assert record["unexplained"] == [], (artifact, record["unexplained"])
 
 
 def test_phimoe_is_validated_in_float32_and_says_so(pipeline_run):

@@ -97,3 +97,28 @@ def test_targets_yaml_is_checked_against_its_schema():
                                             "artifacts": {"x": {"precision": "int3"}}}}}
     with pytest.raises(recipes.RecipeError, match="targets/demo/artifacts/x/precision"):
         recipes.check_schema(broken, recipes.load_schema("targets.schema.yaml"), "recipes/targets.yaml", "Fix it.")
+
+
+def test_every_failure_on_the_fixture_family_is_attributed(pipeline_run):
+    """Each failed check names the deviation that accounts for it; none is left unexplained on the fixtures, and
+    the report and the summary say how many are."""
+    for path in sorted(ARTIFACTS.glob("fixture-*/*/**/*.validation.json")):
+        record = json.loads(path.read_text())
+        failed = sorted(name for name, c in record["checks"].items() if c["status"] == "failed")
+        assert record.get("unexplained", []) == [], (record["artifact"], record["model"], record.get("reason"))
+        assert sorted(record.get("attributed", {})) == failed, (record["artifact"], record["model"])
+    for name in ("report.md", "summary.md"):
+        assert "; 0 failed checks no named deviation explains" in (ARTIFACTS / name).read_text()
+
+
+def test_the_report_states_each_cause_once_with_what_it_hits(pipeline_run):
+    report = (ARTIFACTS / "report.md").read_text()
+    findings = report.split("## What the validators found", 1)[1]
+    records = [json.loads(p.read_text()) for p in sorted(ARTIFACTS.glob("fixture-*/*/**/*.validation.json"))]
+    ids = {d["id"] for r in records for d in r.get("deviations", [])}
+    assert {"ignores-sliding-window", "mlx-longrope-long-factor", "llamacpp-phimoe-softmax-routing"} <= ids
+    for deviation_id in ids:
+        [line] = [line for line in findings.splitlines() if line.startswith(f"- {deviation_id}: ")]
+        hit = [f"{r['model']} {r['artifact']}" for r in records if deviation_id in {d["id"] for d in r.get("deviations", [])}]
+        assert all(where in line for where in hit), deviation_id
+    assert findings.count("not run here: Ollama itself") == 1

@@ -59,6 +59,34 @@ def test_greedy_agreement_counts_the_shared_prefix():
     assert validation.greedy_agreement([5, 6], [4]) == 0.0
 
 
+def test_a_divergence_at_a_near_tie_is_no_disagreement():
+    assert validation.greedy_agreement([5, 6, 7, 8], [5, 6, 9, 8], [False, False, True, False]) == 1.0
+    assert validation.greedy_agreement([5, 6, 7, 8], [5, 6, 9, 8], [True, True, False, True]) == 0.5
+    assert validation.greedy_agreement([5, 6, 7], [5], [False]) == 1 / 3  # stopped early: no tie to read
+
+
+def test_near_ties_are_read_off_the_reference_margins(reference):
+    prompt = next(p for p in reference.data["prompts"] if p["kind"] == "chat")
+    ids, logits, _ = reference.top_k(prompt["name"])
+    at = len(prompt["prompt_ids"]) - 1  # the position that predicts the first generated token
+    runner_up = int(ids[at, 1])
+    gap = float(logits[at, 0] - logits[at, 1])
+    assert validation.near_ties(reference, prompt, [runner_up], gap + 0.01) == [True]
+    assert validation.near_ties(reference, prompt, [runner_up], gap - 0.01) == [False]
+    assert validation.near_ties(reference, prompt, prompt["generated_ids"][:1], 0.0) == [False]
+
+
+def test_failed_checks_are_attributed_only_to_a_deviation_that_explains_them():
+    checks = record()["checks"]
+    checks["kl"] = validation.check(False, "mean KL 0.9 > 0.25", mean=0.9)
+    checks["stop"] = validation.check(False, "stopped on 3 of 12", stopped=3, prompts=12)
+    checks["rope"] = validation.check(False, "long factor on short prompts", mean_kl=0.9,
+                                      deviation=validation.deviation("rope-x", "the rope", ["kl", "perplexity"]))
+    attributed, unexplained = validation.attribute(checks)
+    assert attributed == {"rope": "rope-x", "kl": "rope-x"}  # perplexity passed: nothing to attribute
+    assert unexplained == ["stop"]
+
+
 def record(**changes):
     base = {
         "schema_version": 1, "model": MODEL, "artifact": "example/int4", "precision": "int4",

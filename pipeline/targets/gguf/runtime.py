@@ -17,11 +17,12 @@ import llama_cpp
 import numpy as np
 
 from pipeline import checkpoint, task
+from pipeline.architectures import ARCHITECTURES
 from pipeline.runtimes.base import ArtifactError, Runtime, check, enough, not_run
 from pipeline.targets.gguf import modelfile
-from pipeline.targets.gguf.build import file_type, gguf_file
-from pipeline.targets.gguf.modelfile import end_of_turn, num_ctx, render
-from pipeline.validation import first_difference
+from pipeline.targets.gguf.build import file_type, gguf_file, model_name
+from pipeline.targets.gguf.modelfile import num_ctx, render
+from pipeline.validation import compare_logits, deviation, first_difference, log_softmax
 
 GO_RENDERER = Path(__file__).parent / "ollama_template"
 READER_PROMPTS = 3  # chat sequences the transformers reader is compared on: it is slow, the comparison is not
@@ -29,6 +30,12 @@ READER_PROMPTS = 3  # chat sequences the transformers reader is compared on: it 
 # activations to 8 bits for quantized matmuls, which moves single near-flat positions (cosine 0.98 seen on Q4_K_M)
 # and flips near-tied argmaxes of the briefly trained fixtures: the mean cosine decides, top-1 is reported.
 READER_MIN_MEAN_COSINE = 0.999
+SOFTMAX_ROUTING = ("llama.cpp routes PhiMoE tokens by a softmax over the experts, top-2, renormalised, where the "
+                   "model's own router is sparsemixer; the float weights are right, the graph computes another model")
+ATTN_FACTOR = ("llama.cpp's converter writes a PhiMoE rope attn_factor computed from the context ratio, not the "
+               "checkpoint's short_mscale")
+# What the routing deviation moves when it is the whole of an artifact's distance from the reference.
+ROUTING_MOVES = ["kl", "teacher_forced_top1", "perplexity", "greedy_agreement", "task", "stop", "modelfile_generation"]
 PROVENANCE = (gguf.Keys.General.NAME, gguf.Keys.General.SOURCE_URL, gguf.Keys.General.QUANTIZED_BY,
               gguf.Keys.General.LICENSE_NAME)
 
@@ -144,8 +151,48 @@ class LlamaCpp(Runtime):
         return "; ".join(parts) or None
 
     def extra_checks(self, reference):
-        return {"gguf_metadata": self.metadata_check(), "transformers_reader": self.reader_check(reference),
-                **self.modelfile_checks(reference)}
+        checks = {"gguf_metadata": self.metadata_check(), "transformers_reader": self.reader_check(reference),
+                  **self.modelfile_checks(reference)}
+        if ARCHITECTURES[self.facts["architecture"]].experts:
+            checks["expert_routing"] = self.routing_check(reference)
+        return checks
+
+    def routing_check(self, reference) -> dict:
+        """llama.cpp against the reference and against the reference recomputed with llama.cpp's routing
+        (transformers' PhiMoE with sparsemixer swapped for softmax top-k): which of the two it computes."""
+        import torch
+        from transformers import AutoModelForCausalLM
+        from transformers.models.phimoe import modeling_phimoe
+
+        def softmax_top_k(scores, jitter_eps, training, top_k=2):
+            weights, experts = scores.softmax(-1).topk(top_k, dim=-1)
+            return weights / weights.sum(-1, keepdim=True), experts
+
+        names = [p["name"] for p in reference.data["prompts"] if p["kind"] == "chat"][:READER_PROMPTS]
+        model = AutoModelForCausalLM.from_pretrained(self.checkpoint, dtype=torch.float32).eval()
+        sparsemixer, modeling_phimoe.sparsemixer = modeling_phimoe.sparsemixer, softmax_top_k
+        to_reference, to_routed = [], []
+        try:
+            for name in names:
+                ids = reference.sequence(name)
+                ours = self.logits(ids)
+                with torch.no_grad():
+                    routed = log_softmax(model(torch.tensor([ids])).logits[0].float().numpy())
+                ours_logprobs = log_softmax(ours[:, :routed.shape[1]])
+                to_routed += list((np.exp(routed) * (routed - ours_logprobs)).sum(-1))
+                to_reference += list(compare_logits(reference, name, ours)["kl_per_position"])
+        finally:
+            modeling_phimoe.sparsemixer = sparsemixer
+        kl, kl_routed = float(np.mean(to_reference)), float(np.mean(to_routed))
+        limit = self.spec["thresholds"]["max_mean_kl"]
+        deviates = kl - kl_routed > limit / 10  # clearly closer to the other routing than to the model's own
+        return check(not deviates, f"llama.cpp computes softmax top-2 routing, not PhiMoE's sparsemixer: mean KL "
+                                   f"{kl:.4f} to the reference, {kl_routed:.4f} to the reference with softmax routing",
+                     prompts=len(names), mean_kl=kl, mean_kl_to_softmax_routing=kl_routed,
+                     **({"deviation": deviation("llamacpp-phimoe-softmax-routing", SOFTMAX_ROUTING,
+                                                ROUTING_MOVES if kl_routed <= limit else [],
+                                                f"mean KL {kl:.4f}, {kl_routed:.4f} to softmax routing")}
+                        if deviates else {}))
 
     def hf_tokenizer(self):
         from transformers import AutoTokenizer
@@ -158,22 +205,22 @@ class LlamaCpp(Runtime):
         keys = gguf.Keys
         tokens = field(reader, keys.Tokenizer.LIST)
         arch = field(reader, keys.General.ARCHITECTURE)
-        end = end_of_turn(self.hf_tokenizer(), self.facts)
+        end = self.facts["end_of_turn"]
         eos = checkpoint.read_json(self.checkpoint / "tokenizer_config.json")["eos_token"]
         wanted = {
             keys.Tokenizer.CHAT_TEMPLATE: self.facts["chat_template"],
-            keys.Tokenizer.EOT_ID: tokens.index(end),
+            **({keys.Tokenizer.EOT_ID: tokens.index(end)} if end else {}),
             keys.Tokenizer.EOS_ID: tokens.index(eos if isinstance(eos, str) else eos["content"]),
             keys.LLM.CONTEXT_LENGTH.format(arch=arch): self.facts["context_length"],
-            keys.General.NAME: self.spec["model"],
+            keys.General.NAME: model_name(self.spec["model"], self.checkpoint),
             keys.General.FILE_TYPE: file_type(self.spec["options"]["type"]),
         }
         rope = checkpoint.read_json(self.checkpoint / "config.json").get("rope_scaling") or {}
         if self.facts.get("rope_type") == "longrope":
             wanted[keys.Rope.SCALING_ORIG_CTX_LEN.format(arch=arch)] = self.facts["original_context_length"]
         wrong = {key: (field(reader, key), value) for key, value in wanted.items() if field(reader, key) != value}
+        attn_factor = keys.Rope.SCALING_ATTN_FACTOR.format(arch=arch)
         if "short_mscale" in rope:  # the attention scale the checkpoint gives its rope (PhiMoE); llama.cpp has one
-            attn_factor = keys.Rope.SCALING_ATTN_FACTOR.format(arch=arch)
             found = field(reader, attn_factor)
             wanted[attn_factor] = rope["short_mscale"]
             if found is None or not np.isclose(found, rope["short_mscale"], rtol=1e-6):
@@ -188,7 +235,10 @@ class LlamaCpp(Runtime):
                     wrong[name] = ("missing" if stored is None else "other values", f"rope_scaling.{key}")
         reason = "; ".join(f"{key} is {short(found)}, the checkpoint says {short(value)}"
                            for key, (found, value) in wrong.items())
+        named = {"deviation": deviation("llamacpp-phimoe-attn-factor", ATTN_FACTOR, [], reason)} \
+            if list(wrong) == [attn_factor] else {}
         return check(not wrong, reason, checked=sorted(wanted) + [f"rope_scaling.{k}" for k in rope if "factor" in k],
+                     **named,
                      end_of_turn=end,
                      llama_cpp_ends_on={t: self.is_end(tokens.index(t)) for t in self.facts["stop_tokens"]},
                      provenance={k: field(reader, k) for k in PROVENANCE})
