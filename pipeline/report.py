@@ -42,26 +42,41 @@ def metrics(record: dict) -> dict[str, str]:
             "tokens/s": number(record.get("tokens_per_s"), ".1f")}
 
 
+def grouped(items) -> list[tuple[str, list[str]]]:
+    """(what, where) pairs -> each what once, with every where it holds for, in order of first appearance."""
+    groups = {}
+    for what, where in items:
+        groups.setdefault(what, []).append(where)
+    return list(groups.items())
+
+
 def findings(records: list[dict]) -> list[str]:
-    """What the validators found beyond pass/fail: tokenizer differences, long-context numbers, what did not run."""
-    found = []
+    """What the validators found, each cause stated once with what it hits: the named deviations (with each
+    artifact's numbers), what the checkpoint's files said that was corrected, explained tokenizer differences,
+    what did not run here, and every failed check no named deviation accounts for."""
+    deviations, checkpoint, tokenizer, stand_ins, unexplained = [], [], [], [], []
     for record in records:
         where = f"{record['model']} {record['artifact']}"
+        for found in record.get("deviations", []):
+            status = record["checks"][found["check"]]["status"]
+            deviations.append((f"{found['id']}: {found['cause']}",
+                               f"{where} ({found['numbers'] or found['check']}{'' if status == 'failed' else ', within the thresholds'})"))
+        checkpoint += [(f"{f['id']}: {f['cause']}", record["model"]) for f in record.get("checkpoint_findings", [])]
         parity = record["checks"]["tokenizer_parity"]
-        for difference in parity.get("differences", [])[:1]:
-            found.append(f"{where}: tokenizer differs from HF on {parity['mismatches']} of {parity['prompts']} "
-                         f"prompts, e.g. {difference['prompt']} at token {difference['at']}: HF "
-                         f"{difference['reference']} vs {difference['runtime']}"
-                         + (f" ({difference['explained']})" if difference.get("explained") else " (unexplained)"))
-        long_context = record["checks"].get("long_context", {})
-        if long_context.get("status") == "failed":
-            for name, numbers in long_context["prompts"].items():
-                found.append(f"{where}: {name}: mean KL {numbers['mean_kl_before_boundary']:.4f} before token "
-                             f"{numbers['boundary']}, {numbers['mean_kl_past_boundary']:.4f} past it")
-        found += [f"{where}: not run here: {item}" for item in record.get("not_run", [])]
-        found += [f"{where}: {name} failed: {check['reason']}" for name, check in record["checks"].items()
-                  if check["status"] == "failed" and name not in ("tokenizer_parity", "long_context")]
-    return found
+        explained = {d["explained"] for d in parity.get("differences", []) if d.get("explained")}
+        tokenizer += [(f"tokenizer differs from HF's, explained: {e}", where) for e in sorted(explained)]
+        stand_ins += [(f"not run here: {item}", where) for item in record.get("not_run", [])
+                      if record["status"] != "not_run"]
+        unexplained += [f"{where}: {name} failed, unexplained: {record['checks'][name]['reason']}"
+                        for name in record.get("unexplained", [])]
+    lines = [f"{what} Hits: {', '.join(wheres)}." for what, wheres in grouped(deviations)]
+    lines += [f"{what} Models: {', '.join(dict.fromkeys(wheres))}." for what, wheres in grouped(checkpoint)]
+    lines += [f"{what}. Artifacts: {', '.join(wheres)}." for what, wheres in grouped(tokenizer + stand_ins)]
+    return lines + unexplained
+
+
+def unexplained_count(records: list[dict]) -> int:
+    return sum(len(r.get("unexplained", [])) for r in records)
 
 
 def matrix(records: list[dict]) -> tuple[list[str], list[str], dict]:
@@ -104,8 +119,8 @@ def markdown(records: list[dict]) -> str:
 def summary_line(records: list[dict]) -> str:
     counts = {status: sum(r["status"] == status for r in records) for status in STATUS_WORDS}
     return (f"{len(records)} artifacts of {len({r['model'] for r in records})} models: {counts['passed']} passed, "
-            f"{counts['failed']} failed, {counts['not_run']} not run here. Numbers are against each model's "
-            f"float32 PyTorch reference.")
+            f"{counts['failed']} failed, {counts['not_run']} not run here; {unexplained_count(records)} failed "
+            f"checks no named deviation explains. Numbers are against each model's float32 PyTorch reference.")
 
 
 def plot(records: list[dict]) -> str:

@@ -20,8 +20,10 @@ def row(model: str, artifacts: Path) -> list[str]:
     size_mb = sum(f["size"] for name, f in provenance["files"].items() if name.endswith(".safetensors")) / 2**20
     chats = summary["chat_prompts"]
     perplexity = ", ".join(f"{name} {value:.2f}" for name, value in summary["perplexity"].items())
+    corrected = ", ".join(f["id"] for f in reference["facts"].get("findings", [])) or "-"
     return [model, provenance["recipe_source"], revision, f"{size_mb:.1f} MB",
-            f"{summary['answered']}/{chats}", f"{summary['stopped']}/{chats}", perplexity]
+            f"{summary['answered']}/{chats}", f"{summary['stopped']}/{chats}", f"{summary['median_top1_margin']:.2f}",
+            perplexity, corrected]
 
 
 def markdown(header: list[str], rows: list[list[str]]) -> str:
@@ -29,7 +31,8 @@ def markdown(header: list[str], rows: list[list[str]]) -> str:
 
 
 def table(models: list[str], artifacts: Path = ARTIFACTS) -> str:
-    header = ["model", "source", "revision", "weights", "task answered", "stopped at end token", "perplexity"]
+    header = ["model", "source", "revision", "weights", "task answered", "stopped at end token",
+              "median top-1 margin (nats)", "perplexity", "checkpoint findings"]
     return markdown(header, [row(model, artifacts) for model in models])
 
 
