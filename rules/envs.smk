@@ -15,5 +15,6 @@ rule toolchain_env:
     threads: 1
     resources:
         mem_mb=2000,
+        runtime=60,  # minutes: pip installs, llama.cpp's compile
     shell:
         "{params.python} -m pipeline.envs create {wildcards.toolchain} > {log} 2>&1"

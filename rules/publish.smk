@@ -16,6 +16,7 @@ rule publish:
     threads: 1
     resources:
         mem_mb=500,
+        runtime=10,
     shadow: SHADOW
     shell:
         "{params.python} -m pipeline.publish --recipe {wildcards.model} --target {wildcards.target}"
@@ -40,6 +41,7 @@ rule manifest:
     threads: 1
     resources:
         mem_mb=500,
+        runtime=30,  # minutes: the sha256 of every published file
     shadow: SHADOW
     shell:
         "{params.python} -m pipeline.manifest write {wildcards.model} > {log} 2>&1"
@@ -62,6 +64,7 @@ rule report:
     threads: 1
     resources:
         mem_mb=500,
+        runtime=10,
     shadow: SHADOW
     shell:
         "{params.python} -m pipeline.report --html {output.html} --markdown {output.markdown} {params.models}"

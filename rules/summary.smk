@@ -16,6 +16,7 @@ rule summary:
     threads: 1
     resources:
         mem_mb=500,
+        runtime=5,
     shadow: SHADOW
     shell:
         "{params.python} -m pipeline.summary --out {output} {params.models} > {log} 2>&1"

@@ -6,13 +6,26 @@ import subprocess
 import pytest
 
 from conftest import ARTIFACTS, FIXTURES, ROOT, SNAKEMAKE, read_json, run
-from pipeline import recipes
+from pipeline import recipes, resources
 
 
 def test_snakemake_lint_is_clean():
     result = run([SNAKEMAKE, "--lint"], check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Congratulations, your workflow is in a good condition!" in result.stdout + result.stderr
+
+
+def test_every_rule_declares_threads_mem_mb_and_runtime():
+    """What a scheduler needs to place a job; rule all (Snakefile) runs nothing."""
+    rules = {}
+    for path in sorted((ROOT / "rules").glob("*.smk")):
+        for block in re.split(r"^rule ", path.read_text(), flags=re.M)[1:]:
+            rules[block.split(":", 1)[0]] = block
+    assert {"toolchain_env", "fixture", "pull", "reference", "build", "validate", "publish", "manifest", "report",
+            "summary"} <= set(rules)
+    for name, block in rules.items():
+        for declaration in (r"^    threads:", r"^        mem_mb=", r"^        runtime="):
+            assert re.search(declaration, block, re.M), f"rule {name}: no {declaration.split()[-1]}"
 
 
 def test_every_rule_has_a_log_and_a_benchmark(pipeline_run):
@@ -78,6 +91,7 @@ def test_resources_come_from_the_checkpoint_once_it_exists(pipeline_run):
                    f"artifacts/{model}/gguf/Q4_K_M"]).stdout
     memory = recipes.DEFAULT_MEMORY
     assert f"mem_mb={int(memory['base_mb'] + memory['per_weights_mb'] * weights_mb)}," in planned
+    assert f"runtime={resources.runtime_min(ARTIFACTS / model / 'checkpoint')}" in planned
     assert re.search(r"rule build:.*?threads: 2", planned, re.S)  # Q4_K_M's threads, from targets.yaml
 
 
