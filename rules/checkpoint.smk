@@ -20,6 +20,10 @@ rule fixture:
         "{params.python} -m pipeline.fixtures --recipe {wildcards.model} --out {output} > {log} 2>&1"
 
 
+# Never submitted to a cluster: an hf:// source is downloaded, and compute nodes often have no network.
+localrules: pull
+
+
 rule pull:
     input:
         unpack(pull_inputs),

@@ -1,5 +1,10 @@
 # What an ops team publishes: per artifact a folder with its files, validation.json and model card; per model a
 # manifest with checksums and provenance; one report over everything.
+# Never submitted to a cluster: hard links, checksums and one page of files already on the shared filesystem,
+# which would wait in the queue longer than they run.
+localrules: publish, manifest, report
+
+
 rule publish:
     input:
         unpack(publish_inputs),

@@ -1,4 +1,8 @@
 # The one-screen summary printed at the end of a run.
+# Never submitted to a cluster: one table from the validation files, a second's work.
+localrules: summary
+
+
 rule summary:
     input:
         references=expand("artifacts/{model}/reference", model=MODELS),
