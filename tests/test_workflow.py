@@ -73,6 +73,20 @@ def test_dry_run_plans_every_artifact_on_a_fresh_clone(repo_copy, config):
     assert not (repo_copy / "artifacts").exists()
 
 
+@pytest.mark.parametrize("profile", ["local", "slurm"])
+def test_each_profile_plans_the_same_jobs(repo_copy, profile):
+    """profiles/<name> (--workflow-profile) changes where jobs run, not what runs; a dry run submits nothing."""
+    plain = job_counts(run([SNAKEMAKE, "all", "--dry-run"], cwd=repo_copy).stdout)
+    result = run([SNAKEMAKE, "all", "--dry-run", "--workflow-profile", f"profiles/{profile}"], cwd=repo_copy)
+    assert f"Using workflow specific profile profiles/{profile}" in result.stdout + result.stderr
+    assert job_counts(result.stdout) == plain
+    jobs = re.split(r"^(?:local)?rule (\w+):$", result.stdout, flags=re.M)[1:]
+    planned = [body for name, body in zip(jobs[::2], jobs[1::2]) if name != "all"]
+    assert len(planned) == plain["total"] - plain["all"] and all("runtime=" in body for body in planned)
+    if profile == "slurm":
+        assert all("slurm_partition=" in body and "slurm_account=" in body for body in planned)
+
+
 @pytest.mark.parametrize("config", PLANS.values(), ids=PLANS)
 def test_dag_and_summary_on_a_fresh_clone(repo_copy, config):
     dag = run([SNAKEMAKE, "all", "--dag", *config], cwd=repo_copy).stdout
