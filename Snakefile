@@ -13,6 +13,9 @@ include: "rules/common.smk"
 # With --software-deployment-method apptainer a cluster runs each job in this image.
 container: "docker://python:3.11-slim-bookworm"
 
+# Rules that run on the submit host, never on a cluster's nodes, say so in their file with `localrules`: those that
+# need the network (toolchain_env, pull) and the bookkeeping too small to queue (publish, manifest, report,
+# summary). Rule all runs nothing, so Snakemake never submits it.
 rule all:
     input:
         expand("artifacts/{model}/reference", model=MODELS),

@@ -68,6 +68,10 @@ def load_supported(name: str) -> dict:
 
 # What a build needs beyond the interpreter, and per MB of the checkpoint's weights (bf16 read, float32 held).
 DEFAULT_MEMORY = {"base_mb": 1500, "per_weights_mb": 3}
+# A job's wall time in minutes (Snakemake's `runtime`, a cluster's time limit): base_min + per_weights_gb_min x the
+# checkpoint's weights in GB. Placeholders until the scale benchmark measures them: too low, and a cluster kills
+# a real model's job at its time limit; too high, and it waits longer in the queue.
+DEFAULT_WALLTIME = {"base_min": 30, "per_weights_gb_min": 10}
 
 
 @functools.cache  # read once per process: the DAG asks for it for every job
@@ -104,6 +108,7 @@ def artifact(recipe: dict, target: str, name: str, table: dict | None = None) ->
             "options": {**target_spec.get("options", {}), **spec.get("options", {})},
             "threads": spec.get("threads", target_spec.get("threads", 1)),
             "memory": spec.get("memory", target_spec.get("memory", DEFAULT_MEMORY)),
+            "walltime": spec.get("walltime", target_spec.get("walltime", DEFAULT_WALLTIME)),
             "thresholds": thresholds(recipe, spec["precision"]),
             "refused": f"{target}/{name} is not built for {recipe['architecture']}: {refused}" if refused else None}
 

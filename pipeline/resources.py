@@ -1,13 +1,14 @@
-"""Memory a job needs, from the checkpoint's size, so a scheduler can place it.
+"""Memory and wall time a job needs, from the checkpoint's size, so a scheduler can place it.
 
 Snakemake evaluates these on a job's declared input: during planning (a dry run, --dag, a cluster's first pass)
 the checkpoint may not have been pulled yet, and the job gets a planning value; Snakemake evaluates them again,
 with the checkpoint there, before it runs or submits the job.
 """
+import math
 from pathlib import Path
 
 from pipeline.checkpoint import weight_files
-from pipeline.recipes import DEFAULT_MEMORY
+from pipeline.recipes import DEFAULT_MEMORY, DEFAULT_WALLTIME
 
 
 def weights_mb(folder) -> int | None:
@@ -20,3 +21,9 @@ def mem_mb(checkpoint, memory: dict = DEFAULT_MEMORY) -> int:
     """base_mb + per_weights_mb x the weights; base_mb alone while planning, before the checkpoint exists."""
     weights = weights_mb(checkpoint)
     return int(memory["base_mb"] + memory["per_weights_mb"] * (weights or 0))
+
+
+def runtime_min(checkpoint, walltime: dict = DEFAULT_WALLTIME) -> int:
+    """base_min + per_weights_gb_min x the weights in GB, in whole minutes; base_min alone while planning."""
+    weights = weights_mb(checkpoint)
+    return math.ceil(walltime["base_min"] + walltime["per_weights_gb_min"] * (weights or 0) / 1024)

@@ -16,6 +16,7 @@ rule build:
     threads: lambda wildcards: spec(wildcards)["threads"]
     resources:
         mem_mb=checkpoint_mem_mb,
+        runtime=checkpoint_runtime,
     shadow: SHADOW
     shell:
         "{params.python} -m pipeline.build --target {wildcards.target} --artifact {wildcards.artifact}"

@@ -14,9 +14,14 @@ rule fixture:
     threads: 1  # the trainer pins one thread so the weights are the same on every machine
     resources:
         mem_mb=3000,
+        runtime=30,  # minutes: trains a tiny model on one thread
     shadow: SHADOW
     shell:
         "{params.python} -m pipeline.fixtures --recipe {wildcards.model} --out {output} > {log} 2>&1"
+
+
+# Never submitted to a cluster: an hf:// source is downloaded, and compute nodes often have no network.
+localrules: pull
 
 
 rule pull:
@@ -37,6 +42,7 @@ rule pull:
     threads: 1
     resources:
         mem_mb=1000,
+        runtime=120,  # minutes: a hub download of a large checkpoint
     shadow: SHADOW
     shell:
         "{params.python} -m pipeline.pull --source {params.source:q} --recipe-source {params.recipe_source:q}"

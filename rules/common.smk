@@ -95,6 +95,13 @@ def checkpoint_mem_mb(wildcards, input):
                             else recipes.DEFAULT_MEMORY)
 
 
+def checkpoint_runtime(wildcards, input):
+    """Wall time in minutes (Snakemake's `runtime`), from the checkpoint as mem_mb is; per target/artifact
+    `walltime` in recipes/targets.yaml, else recipes.DEFAULT_WALLTIME."""
+    return resources.runtime_min(input.checkpoint, spec(wildcards)["walltime"] if "target" in wildcards.keys()
+                                 else recipes.DEFAULT_WALLTIME)
+
+
 def validations(model):
     return [f"artifacts/{model}/{a['target']}/{a['name']}.validation.json" for a in ARTIFACTS[model]]
 

@@ -1,5 +1,10 @@
 # What an ops team publishes: per artifact a folder with its files, validation.json and model card; per model a
 # manifest with checksums and provenance; one report over everything.
+# Never submitted to a cluster: hard links, checksums and one page of files already on the shared filesystem,
+# which would wait in the queue longer than they run.
+localrules: publish, manifest, report
+
+
 rule publish:
     input:
         unpack(publish_inputs),
@@ -16,6 +21,7 @@ rule publish:
     threads: 1
     resources:
         mem_mb=500,
+        runtime=10,
     shadow: SHADOW
     shell:
         "{params.python} -m pipeline.publish --recipe {wildcards.model} --target {wildcards.target}"
@@ -40,6 +46,7 @@ rule manifest:
     threads: 1
     resources:
         mem_mb=500,
+        runtime=30,  # minutes: the sha256 of every published file
     shadow: SHADOW
     shell:
         "{params.python} -m pipeline.manifest write {wildcards.model} > {log} 2>&1"
@@ -62,6 +69,7 @@ rule report:
     threads: 1
     resources:
         mem_mb=500,
+        runtime=10,
     shadow: SHADOW
     shell:
         "{params.python} -m pipeline.report --html {output.html} --markdown {output.markdown} {params.models}"

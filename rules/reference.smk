@@ -17,6 +17,7 @@ rule reference:
     threads: 2
     resources:
         mem_mb=checkpoint_mem_mb,
+        runtime=checkpoint_runtime,
     shadow: SHADOW
     shell:
         "{params.python} -m pipeline.reference --checkpoint {input.checkpoint} --out {output} --threads {threads}"

@@ -1,4 +1,8 @@
 # The one-screen summary printed at the end of a run.
+# Never submitted to a cluster: one table from the validation files, a second's work.
+localrules: summary
+
+
 rule summary:
     input:
         references=expand("artifacts/{model}/reference", model=MODELS),
@@ -16,6 +20,7 @@ rule summary:
     threads: 1
     resources:
         mem_mb=500,
+        runtime=5,
     shadow: SHADOW
     shell:
         "{params.python} -m pipeline.summary --out {output} {params.models} > {log} 2>&1"

@@ -16,6 +16,7 @@ rule validate:
     threads: 2
     resources:
         mem_mb=checkpoint_mem_mb,
+        runtime=checkpoint_runtime,
     shadow: SHADOW
     shell:
         "{params.python} -m pipeline.validate --target {wildcards.target} --artifact {wildcards.artifact}"

@@ -6,13 +6,26 @@ import subprocess
 import pytest
 
 from conftest import ARTIFACTS, FIXTURES, ROOT, SNAKEMAKE, read_json, run
-from pipeline import recipes
+from pipeline import recipes, resources
 
 
 def test_snakemake_lint_is_clean():
     result = run([SNAKEMAKE, "--lint"], check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Congratulations, your workflow is in a good condition!" in result.stdout + result.stderr
+
+
+def test_every_rule_declares_threads_mem_mb_and_runtime():
+    """What a scheduler needs to place a job; rule all (Snakefile) runs nothing."""
+    rules = {}
+    for path in sorted((ROOT / "rules").glob("*.smk")):
+        for block in re.split(r"^rule ", path.read_text(), flags=re.M)[1:]:
+            rules[block.split(":", 1)[0]] = block
+    assert {"toolchain_env", "fixture", "pull", "reference", "build", "validate", "publish", "manifest", "report",
+            "summary"} <= set(rules)
+    for name, block in rules.items():
+        for declaration in (r"^    threads:", r"^        mem_mb=", r"^        runtime="):
+            assert re.search(declaration, block, re.M), f"rule {name}: no {declaration.split()[-1]}"
 
 
 def test_every_rule_has_a_log_and_a_benchmark(pipeline_run):
@@ -60,6 +73,20 @@ def test_dry_run_plans_every_artifact_on_a_fresh_clone(repo_copy, config):
     assert not (repo_copy / "artifacts").exists()
 
 
+@pytest.mark.parametrize("profile", ["local", "slurm"])
+def test_each_profile_plans_the_same_jobs(repo_copy, profile):
+    """profiles/<name> (--workflow-profile) changes where jobs run, not what runs; a dry run submits nothing."""
+    plain = job_counts(run([SNAKEMAKE, "all", "--dry-run"], cwd=repo_copy).stdout)
+    result = run([SNAKEMAKE, "all", "--dry-run", "--workflow-profile", f"profiles/{profile}"], cwd=repo_copy)
+    assert f"Using workflow specific profile profiles/{profile}" in result.stdout + result.stderr
+    assert job_counts(result.stdout) == plain
+    jobs = re.split(r"^(?:local)?rule (\w+):$", result.stdout, flags=re.M)[1:]
+    planned = [body for name, body in zip(jobs[::2], jobs[1::2]) if name != "all"]
+    assert len(planned) == plain["total"] - plain["all"] and all("runtime=" in body for body in planned)
+    if profile == "slurm":
+        assert all("slurm_partition=" in body and "slurm_account=" in body for body in planned)
+
+
 @pytest.mark.parametrize("config", PLANS.values(), ids=PLANS)
 def test_dag_and_summary_on_a_fresh_clone(repo_copy, config):
     dag = run([SNAKEMAKE, "all", "--dag", *config], cwd=repo_copy).stdout
@@ -78,6 +105,7 @@ def test_resources_come_from_the_checkpoint_once_it_exists(pipeline_run):
                    f"artifacts/{model}/gguf/Q4_K_M"]).stdout
     memory = recipes.DEFAULT_MEMORY
     assert f"mem_mb={int(memory['base_mb'] + memory['per_weights_mb'] * weights_mb)}," in planned
+    assert f"runtime={resources.runtime_min(ARTIFACTS / model / 'checkpoint')}" in planned
     assert re.search(r"rule build:.*?threads: 2", planned, re.S)  # Q4_K_M's threads, from targets.yaml
 
 
