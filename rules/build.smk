@@ -6,7 +6,7 @@ rule build:
     output:
         directory("artifacts/{model}/{target}/{artifact}"),
     params:
-        spec=spec,
+        spec=build_params,
         python=lambda wildcards: runner(spec(wildcards)["toolchain"]),
         base=base_argument,
     log:

@@ -90,6 +90,20 @@ def spec(wildcards):
     return recipes.artifact(RECIPES[wildcards.model], wildcards.target, wildcards.artifact)
 
 
+# What a job's output does not depend on, left out of its params (Snakemake reruns a job whose params changed):
+# resources re-plan a job, thresholds re-judge an artifact, neither rebuilds it.
+NOT_BUILT_FROM = ("threads", "memory", "walltime", "thresholds")
+NOT_JUDGED_BY = ("threads", "memory", "walltime")  # validate and publish
+
+
+def build_params(wildcards):
+    return {k: v for k, v in spec(wildcards).items() if k not in NOT_BUILT_FROM}
+
+
+def validation_params(wildcards):
+    return {k: v for k, v in spec(wildcards).items() if k not in NOT_JUDGED_BY}
+
+
 def checkpoint_mem_mb(wildcards, input):
     return resources.mem_mb(input.checkpoint, spec(wildcards)["memory"] if "target" in wildcards.keys()
                             else recipes.DEFAULT_MEMORY)

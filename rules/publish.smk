@@ -11,7 +11,7 @@ rule publish:
     output:
         directory("artifacts/{model}/publish/{target}/{artifact}"),
     params:
-        spec=spec,
+        spec=validation_params,  # the card states the thresholds
         card=lambda wildcards: TARGETS[wildcards.target]["card"],
         python=runner(),
     log:

@@ -6,7 +6,7 @@ rule validate:
     output:
         "artifacts/{model}/{target}/{artifact}.validation.json",
     params:
-        spec=spec,
+        spec=validation_params,
         python=lambda wildcards: runner(spec(wildcards)["toolchain"]),
         folder=folder_argument,
     log:
