@@ -149,12 +149,17 @@ def fidelity_checks(runtime: Runtime, reference: Reference, thresholds: dict) ->
                                          f"perplexity {artifact_ppl:.3f} is {ratio:.3f}x the reference's "
                                          f"{prompt['perplexity']:.3f} (max {thresholds['max_perplexity_ratio']})",
                                          artifact=artifact_ppl, reference=prompt["perplexity"], ratio=ratio)
-    top1 = matches / positions
     kl = np.concatenate(kls)
-    checks["teacher_forced_top1"] = check(top1 >= thresholds["teacher_forced_top1"],
-                                          f"teacher-forced top-1 agreement {top1:.4f} < "
-                                          f"{thresholds['teacher_forced_top1']}", value=top1, positions=positions,
-                                          near_tie_positions=near_tie_positions)
+    if positions:
+        top1 = matches / positions
+        checks["teacher_forced_top1"] = check(top1 >= thresholds["teacher_forced_top1"],
+                                              f"teacher-forced top-1 agreement {top1:.4f} < "
+                                              f"{thresholds['teacher_forced_top1']}", value=top1, positions=positions,
+                                              near_tie_positions=near_tie_positions)
+    else:  # a reference with flat logits (random weights) has no choice to agree with
+        checks["teacher_forced_top1"] = {**not_run(f"the reference is decisive at no position: its top-2 are within "
+                                                   f"{thresholds['near_tie_margin']} nats at all {near_tie_positions}"),
+                                         "positions": 0, "near_tie_positions": near_tie_positions}
     checks["kl"] = check(kl.mean() <= thresholds["max_mean_kl"],
                          f"mean KL {kl.mean():.4f} > {thresholds['max_mean_kl']}", mean=float(kl.mean()),
                          max=float(kl.max()))

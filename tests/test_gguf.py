@@ -105,8 +105,12 @@ def test_phimoe_routing_deviation_is_named(records):
     for gguf_type in TYPES:
         record = records[("fixture-phi-3.5-moe", gguf_type)]
         routing = record["checks"]["expert_routing"]
-        assert routing["status"] == "failed" and routing["deviation"]["id"] == "llamacpp-phimoe-softmax-routing"
-        assert routing["mean_kl_to_softmax_routing"] < record["thresholds"]["max_mean_kl"] < routing["mean_kl"]
+        limit = record["thresholds"]["max_mean_kl"]
+        assert record["status"] == "failed" and routing["status"] == "failed"
+        assert routing["deviation"]["id"] == "llamacpp-phimoe-softmax-routing"
+        assert routing["mean_kl_to_softmax_routing"] <= limit  # with llama.cpp's routing, within the limit
+        assert routing["mean_kl"] - routing["mean_kl_to_softmax_routing"] > limit / 10
+        assert "attn_factor" in record["checks"]["gguf_metadata"]["reason"]
         assert record["unexplained"] == [], (gguf_type, record["unexplained"])
     assert records[("fixture-phi-3.5-moe", "F16")]["checks"]["kl"]["status"] == "failed"
 
@@ -126,15 +130,6 @@ def test_transformers_reader(records):
             assert reader["status"] == "passed" and reader["mean_cosine"] >= 0.999, reader
     assert "longrope" in records[("fixture-phi-3-mini-128k", "F16")]["checks"]["transformers_reader"]["reason"]
     assert "phimoe" in records[("fixture-phi-3.5-moe", "F16")]["checks"]["transformers_reader"]["reason"]
-
-
-def test_phimoe_gap_is_reported_with_numbers(records):
-    for gguf_type in TYPES:
-        record = records[("fixture-phi-3.5-moe", gguf_type)]
-        assert record["status"] == "failed"
-        assert record["checks"]["teacher_forced_top1"]["value"] < 0.85
-        assert record["checks"]["kl"]["mean"] > 0.2
-        assert "attn_factor" in record["checks"]["gguf_metadata"]["reason"]
 
 
 def broken_copy(tmp_path):

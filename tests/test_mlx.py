@@ -81,7 +81,8 @@ def test_longrope_long_factor_on_short_prompts_is_measured(pipeline_run, model):
         record = validation(model, artifact)
         numbers = record["checks"]["longrope_short_factor"]
         assert numbers["prompts"] == 13  # 12 chat prompts and the passage, all shorter than the original context
-        assert numbers["mean_kl"] > 0.5 > 0.15 > numbers["mean_kl_with_short_factor"]
+        # with short_factor the artifact is within its KL limit: the long factor is the whole of the failure
+        assert numbers["mean_kl"] > 0.5 > record["thresholds"]["max_mean_kl"] >= numbers["mean_kl_with_short_factor"]
         assert record["status"] == "failed" and "mlx-lm applies long_factor" in record["reason"]
         assert numbers["deviation"]["id"] == "mlx-longrope-long-factor"
         assert record["unexplained"] == [], (artifact, record["unexplained"])
@@ -146,7 +147,8 @@ def test_dtype_option_is_what_config_json_states(pipeline_run, tmp_path):
     out = tmp_path / "artifacts" / model / "mlx" / "fp16-scales"
     out.mkdir(parents=True)
     run([MLX_PYTHON, "-c", "import sys; from pathlib import Path; from pipeline.targets.mlx.build import build; "
-         "build(Path(sys.argv[1]), {'options': {'bits': 8, 'group_size': 64, 'dtype': 'float16'}}, {}, "
+         "from pipeline.checkpoint import facts; checkpoint = Path(sys.argv[1]); "
+         "build(checkpoint, {'options': {'bits': 8, 'group_size': 64, 'dtype': 'float16'}}, facts(checkpoint), "
          "Path(sys.argv[2]))", ARTIFACTS / model / "checkpoint", out])
     assert read_json(out / "config.json")["torch_dtype"] == "float16"
     raw = (out / "model.safetensors").read_bytes()
