@@ -157,13 +157,14 @@ def special_tokens(tokenizer_config: dict) -> dict[str, str]:
             if key.endswith("_token") and isinstance(value, (str, dict))}
 
 
-def added_tokens(folder: Path, tokenizer_config: dict) -> dict[int, str]:
-    """id -> text of the tokenizer's added tokens: tokenizer.json's list, else tokenizer_config.json's decoder
-    (older saves have only one of them)."""
-    names = {int(i): entry["content"] for i, entry in tokenizer_config.get("added_tokens_decoder", {}).items()}
+def added_tokens(folder: Path, tokenizer_config: dict | None = None) -> dict[int, dict]:
+    """id -> the tokenizer's added-token entry (content, special, rstrip ...): tokenizer.json's list over
+    tokenizer_config.json's decoder (older saves have only one of them)."""
+    tokenizer_config = tokenizer_config or read_json(folder / "tokenizer_config.json")
+    entries = {int(i): entry for i, entry in tokenizer_config.get("added_tokens_decoder", {}).items()}
     if (folder / "tokenizer.json").exists():
-        names.update({entry["id"]: entry["content"] for entry in read_json(folder / "tokenizer.json")["added_tokens"]})
-    return names
+        entries.update({entry["id"]: entry for entry in read_json(folder / "tokenizer.json")["added_tokens"]})
+    return entries
 
 
 def facts(folder: Path, overrides: dict | None = None) -> dict:
@@ -174,7 +175,7 @@ def facts(folder: Path, overrides: dict | None = None) -> dict:
     generation = read_json(folder / "generation_config.json") if (folder / "generation_config.json").exists() else {}
     eos = generation.get("eos_token_id", config.get("eos_token_id"))
     eos_ids = [] if eos is None else eos if isinstance(eos, list) else [eos]
-    names = added_tokens(folder, tokenizer_config)
+    names = {i: entry["content"] for i, entry in added_tokens(folder, tokenizer_config).items()}
     ids = {content: i for i, content in names.items()}
     template = chat_template(folder, tokenizer_config)
     end = end_of_turn(template, ids, special_tokens(tokenizer_config))

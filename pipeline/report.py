@@ -58,9 +58,9 @@ def findings(records: list[dict]) -> list[str]:
     for record in records:
         where = f"{record['model']} {record['artifact']}"
         for found in record.get("deviations", []):
-            status = record["checks"][found["check"]]["status"]
+            within = "" if record["checks"][found["check"]]["status"] == "failed" else ", within the thresholds"
             deviations.append((f"{found['id']}: {found['cause']}",
-                               f"{where} ({found['numbers'] or found['check']}{'' if status == 'failed' else ', within the thresholds'})"))
+                               f"{where} ({found['numbers'] or found['check']}{within})"))
         checkpoint += [(f"{f['id']}: {f['cause']}", record["model"]) for f in record.get("checkpoint_findings", [])]
         parity = record["checks"]["tokenizer_parity"]
         explained = {d["explained"] for d in parity.get("differences", []) if d.get("explained")}

@@ -33,10 +33,8 @@ LLAMA_CPP_PHI3_NAMES = ("phi-3", "phi3")
 
 def model_name(model: str, checkpoint_folder: Path) -> str:
     """general.name: the model's, with " (phi-3 family)" where llama.cpp would otherwise not rstrip."""
-    path = checkpoint_folder / "tokenizer.json"
-    added = (checkpoint.read_json(path)["added_tokens"] if path.exists() else
-             checkpoint.read_json(checkpoint_folder / "tokenizer_config.json")["added_tokens_decoder"].values())
-    rstrips = any(token["special"] and token.get("rstrip") for token in added)
+    rstrips = any(token["special"] and token.get("rstrip")
+                  for token in checkpoint.added_tokens(checkpoint_folder).values())
     if not rstrips or any(name in model.lower() for name in LLAMA_CPP_PHI3_NAMES):
         return model
     return f"{model} (phi-3 family)"
