@@ -12,6 +12,7 @@ import openvino as ov
 import openvino_genai as og
 
 from pipeline.runtimes.base import ArtifactError, Runtime, check, device_stand_in
+from pipeline.validation import log_softmax
 
 DEVICE = "CPU"
 F32 = {"INFERENCE_PRECISION_HINT": "f32"}
@@ -24,6 +25,9 @@ BITS = {"u4": "int4", "i4": "int4", "u8": "int8", "i8": "int8", "f16": "float", 
 RECORDED = {"group-size": ("group_size", int), "ratio": ("ratio", float), "awq": ("awq", lambda v: v == "True"),
             "scale-estimation": ("scale_estimation", lambda v: v == "True")}
 LONG_NEW_TOKENS = 4
+# Two f32 computations of one IR (LLMPipeline's and Core's) differ by rounding only: a token this close (nats)
+# to the top-1 is a tie they may break either way.
+ROUNDING_TIE = 0.01
 
 
 def last_line(error: Exception) -> str:
@@ -143,15 +147,22 @@ class OpenVINOGenAI(Runtime):
                      split=split, nncf=recorded)
 
     def long_prompt_generation(self, reference) -> dict:
-        """genai's own generate() on each long prompt: its first token against the reference's next token."""
+        """genai's own generate() on each long prompt against the same IR's teacher-forced logits (openvino.Core):
+        its first token must be the model's own top-1, within ROUNDING_TIE. What the int4 or int8 weights change
+        against the reference is the long_context check's to judge; the reference's next token is reported."""
         results = {}
         for prompt in (p for p in reference.data["prompts"] if p["kind"] == "long"):
             ids = reference.sequence(prompt["name"])
-            expected = int(reference.top_k(prompt["name"])[0][-1, 0])
+            logprobs = log_softmax(self.logits(ids)[-1])
             generated = self.generate(ids, LONG_NEW_TOKENS)
-            results[prompt["name"]] = {"tokens": len(ids), "first": generated[0], "reference": expected}
-        wrong = {name: r for name, r in results.items() if r["first"] != r["reference"]}
-        return check(not wrong, f"LLMPipeline's first token after the long prompt differs: {wrong}", prompts=results)
+            top1 = int(logprobs.argmax())
+            results[prompt["name"]] = {"tokens": len(ids), "first": generated[0], "model_top1": top1,
+                                       "behind_top1": float(logprobs[top1] - logprobs[generated[0]]),
+                                       "reference": int(reference.top_k(prompt["name"])[0][-1, 0])}
+        wrong = {name: r for name, r in results.items() if r["behind_top1"] > ROUNDING_TIE}
+        return check(not wrong, "LLMPipeline's first token after the long prompt is not the model's own top-1 "
+                                f"(openvino.Core on the same IR): {wrong}", prompts=results,
+                     rounding_tie=ROUNDING_TIE)
 
     def default_precision_speed(self, reference) -> dict:
         """tokens/s as a user gets it: the CPU's default inference precision (bf16 where the CPU has it)."""
