@@ -75,7 +75,10 @@ def create(toolchain: str, root: Path = ROOT / ".envs") -> Path:
     folder = root / toolchain
     python = make_venv(folder)
     steps = setup(toolchain)
-    pip_install(python, "--no-deps", "-r", str(lock), env=steps.get("build_env"))
+    # pip reuses a wheel it built before from the same sdist whatever build_env says (the compile's flags): a
+    # toolchain that compiles skips pip's cache.
+    no_cache = ["--no-cache-dir"] if "build_env" in steps else []
+    pip_install(python, *no_cache, "--no-deps", "-r", str(lock), env=steps.get("build_env"))
     subprocess.run([str(python), "-m", "pip", "check"], check=True)
     if "sdist" in steps:
         extract_sdist(python, lock, folder, **steps["sdist"])

@@ -77,6 +77,12 @@ def report_failure():
             folder.rmdir()
 
 
+def toolchain_files(wildcards):
+    """The lock, and the set-up beyond pip where a toolchain has one (a compile's flags): a change rebuilds it."""
+    return [f"envs/{wildcards.toolchain}.lock",
+            *sorted(str(p) for p in Path("envs").glob(f"{wildcards.toolchain}.*") if p.suffix in (".yaml", ".cmake"))]
+
+
 def runner(toolchain=None):
     """How a job calls `python -m pipeline.<stage>`: in the toolchain's environment (the workflow's for None),
     by absolute path and with this repository on PYTHONPATH, since a job's working directory may be a shadow

@@ -7,7 +7,7 @@ localrules: toolchain_env
 
 rule toolchain_env:
     input:
-        "envs/{toolchain}.lock",
+        toolchain_files,
     output:
         ".envs/{toolchain}/ready",
     log:

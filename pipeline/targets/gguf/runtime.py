@@ -36,6 +36,11 @@ ATTN_FACTOR = ("llama.cpp's converter writes a PhiMoE rope attn_factor computed 
                "checkpoint's short_mscale")
 # What the routing deviation moves when it is the whole of an artifact's distance from the reference.
 ROUTING_MOVES = ["kl", "teacher_forced_top1", "perplexity", "greedy_agreement", "task", "stop", "modelfile_generation"]
+# envs/gguf.cmake builds llama.cpp without its AMX backend, which segfaults on every quantized GGUF: said where
+# this CPU has AMX, so that a user with AMX knows what ran.
+AMX_LEFT_OUT = ("llama.cpp's AMX kernels, which this CPU has (ggml_backend_amx_mul_mat segfaults on every quantized "
+                "GGUF here, ggml-org/llama.cpp#20824; left out of the build by envs/gguf.cmake)",
+                "llama.cpp's AVX-512 kernels, as on a CPU without AMX")
 PROVENANCE = (gguf.Keys.General.NAME, gguf.Keys.General.SOURCE_URL, gguf.Keys.General.QUANTIZED_BY,
               gguf.Keys.General.LICENSE_NAME)
 
@@ -57,6 +62,11 @@ def render_go(template: str, conversations: list[list[dict]]) -> list[str]:
     return json.loads(result.stdout)
 
 
+def cpu_has_amx() -> bool:
+    cpuinfo = Path("/proc/cpuinfo")
+    return cpuinfo.exists() and " amx_int8" in cpuinfo.read_text()
+
+
 def field(reader: gguf.GGUFReader, key: str):
     entry = reader.fields.get(key)
     return None if entry is None else entry.contents()
@@ -71,6 +81,7 @@ class LlamaCpp(Runtime):
 
     def __init__(self, folder: Path, checkpoint_folder: Path, facts: dict, spec: dict):
         self.folder, self.checkpoint, self.facts, self.spec = Path(folder), Path(checkpoint_folder), facts, spec
+        self.stand_ins = [*LlamaCpp.stand_ins, *([AMX_LEFT_OUT] if cpu_has_amx() else [])]
         self.path = gguf_file(self.folder)
         self.num_ctx = num_ctx(spec, facts)
         self.contexts = {}
