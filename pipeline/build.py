@@ -9,14 +9,39 @@ Runs in the target's toolchain environment (.envs/<toolchain>/bin/python). Every
 `pipeline.targets.<target>.build.build(checkpoint, spec, facts, out, base, threads)`; it is handed paths only, and
 writes into a scratch folder that is renamed to --out when it is complete. An artifact whose options name a
 `base` is made from that artifact's folder, given as --base.
+
+A converter that fails is that artifact's result, not the run's end: the folder then holds only build-failure.json
+(why, in one line; the traceback is in the log), which the validator turns into a failed validation.json, so one
+model's or one artifact's failed build leaves the rest of the run to finish.
 """
 import argparse
 import importlib
+import json
+import shutil
+import subprocess
+import sys
+import traceback
 from pathlib import Path
 
 from pipeline import checkpoint, recipes
 from pipeline.atomic import atomic_dir
-from pipeline.cli import run_cli
+from pipeline.cli import USER_ERRORS, run_cli
+
+FAILURE = "build-failure.json"
+
+
+def failure(folder: Path | None) -> str | None:
+    """Why the build of the artifact in `folder` failed; None for a built artifact."""
+    record = Path(folder) / FAILURE if folder else None
+    return json.loads(record.read_text())["reason"] if record and record.is_file() else None
+
+
+def describe(error: Exception) -> str:
+    if isinstance(error, subprocess.CalledProcessError):
+        command = [Path(str(part)).name for part in error.cmd[:2]]
+        return f"{' '.join(command)} exited with status {error.returncode} (its output is in the build's log)"
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return f"{type(error).__name__}: {lines[-1] if lines else 'no message'}"
 
 
 def build(target: str, name: str, checkpoint_folder: Path, out: Path, recipe: dict, base: Path | None = None,
@@ -31,7 +56,19 @@ def build(target: str, name: str, checkpoint_folder: Path, out: Path, recipe: di
     facts["source"] = checkpoint.read_json(provenance)["recipe_source"] if provenance else recipe["source"]
     builder = importlib.import_module(f"pipeline.targets.{target}.build")
     with atomic_dir(out) as scratch:
-        builder.build(Path(checkpoint_folder), spec, facts, scratch, base, threads or spec["threads"])
+        reason = failure(base) and f"its base {target}/{spec['options']['base']} did not build: {failure(base)}"
+        if not reason:
+            try:
+                builder.build(Path(checkpoint_folder), spec, facts, scratch, base, threads or spec["threads"])
+            except USER_ERRORS:
+                raise
+            except Exception as error:  # the converter's fault: recorded for the validator, the run goes on
+                traceback.print_exc(file=sys.stderr)
+                reason = describe(error)
+        if reason:
+            for leftover in scratch.iterdir():
+                shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
+            (scratch / FAILURE).write_text(json.dumps({"reason": reason}) + "\n")
     return out
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import checkpoint, recipes, task
+from pipeline.build import failure as build_failure
 from pipeline.cli import run_cli
 from pipeline.prompts import PAST_BOUNDARY, WITHOUT_SLIDING_WINDOW
 from pipeline.runtimes.base import Runtime, enough, jumps_past_boundary, stand_in, window_kl_before
@@ -25,6 +26,7 @@ from pipeline.validation import (IGNORES_SLIDING_WINDOW, ArtifactError, Referenc
                                  not_run, overall, perplexity, write)
 
 CONTRACT_CHECKS = ("tokenizer_parity", "stop", "task", "greedy_agreement", "teacher_forced_top1", "kl", "perplexity")
+NOT_RUN_AFTER = {"build": "the artifact was not built", "load": "the artifact did not load"}
 
 
 def tokenizer_parity(runtime: Runtime, chats: list[dict]) -> dict:
@@ -192,12 +194,12 @@ def refused_record(base: dict, spec: dict) -> dict:
             "checks": {name: not_run(spec["refused"]) for name in CONTRACT_CHECKS}}
 
 
-def unloadable_record(base: dict, spec: dict, folder: Path, error: ArtifactError) -> dict:
-    reason = f"the artifact does not load in {spec['runtime']}: {error}"
+def stopped_record(base: dict, spec: dict, folder: Path, step: str, reason: str) -> dict:
+    """An artifact that failed before any check could run: its build (`step` build) or its load (load)."""
     return {**base, "runtime": {"name": spec["runtime"], "version": "not run"}, "status": "failed",
-            "reason": reason, "not_run": [], "size_bytes": folder_size(folder), "unexplained": ["load"],
-            "checks": {"load": check(False, reason),
-                       **{name: not_run("the artifact did not load") for name in CONTRACT_CHECKS}}}
+            "reason": reason, "not_run": [], "size_bytes": folder_size(folder), "unexplained": [step],
+            "checks": {step: check(False, reason),
+                       **{name: not_run(NOT_RUN_AFTER[step]) for name in CONTRACT_CHECKS}}}
 
 
 def validate_folder(folder: Path | None, checkpoint_folder: Path, reference_folder: Path, spec: dict,
@@ -209,13 +211,16 @@ def validate_folder(folder: Path | None, checkpoint_folder: Path, reference_fold
             "thresholds": spec["thresholds"]}
     if spec["refused"]:
         return refused_record(base, spec)
+    if build_failure(folder):
+        return stopped_record(base, spec, Path(folder), "build", f"the build failed: {build_failure(folder)}")
     reference = Reference(reference_folder)
     module = importlib.import_module(adapter or f"pipeline.targets.{spec['target']}.runtime")
     started = time.perf_counter()
     try:
         runtime = module.open(Path(folder), Path(checkpoint_folder), reference.data["facts"], spec)
     except ArtifactError as error:
-        return unloadable_record(base, spec, Path(folder), error)
+        return stopped_record(base, spec, Path(folder), "load",
+                              f"the artifact does not load in {spec['runtime']}: {error}")
     load_time = time.perf_counter() - started
     checks, tokens_per_s = run_checks(runtime, reference, spec["thresholds"])
     status, reason = overall(checks)

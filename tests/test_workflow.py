@@ -4,8 +4,9 @@ import re
 import subprocess
 
 import pytest
+import yaml
 
-from conftest import ARTIFACTS, FIXTURES, ROOT, SNAKEMAKE, read_json, run
+from conftest import ARTIFACTS, FIXTURES, ROOT, SNAKEMAKE, checkpoint_files, read_json, run
 from pipeline import recipes, resources
 
 
@@ -130,3 +131,30 @@ def test_every_stage_reads_only_what_its_rule_declares(pipeline_run, repo_copy):
         assert {k: c["status"] for k, c in shadowed["checks"].items()} == \
                {k: c["status"] for k, c in unshadowed["checks"].items()}, artifact
         assert (model / "publish" / artifact / "README.md").exists()
+
+
+# A converter that fails on one artifact: llama.cpp's quantizer refuses IQ2_XXS without an importance matrix.
+FAILING = {"IQ2_XXS": {"precision": "int4", "options": {"type": "IQ2_XXS", "base": "F16"}}}
+
+
+def test_a_failed_build_is_a_failed_validation_and_the_run_goes_on(pipeline_run, repo_copy):
+    """The failed build leaves only its reason in the artifact folder; the validator turns it into a failed
+    validation.json with that reason; the other artifacts and the summary are made, and Snakemake exits 0."""
+    model = repo_copy / "artifacts" / SHADOWED_MODEL
+    model.mkdir(parents=True)
+    for name in ("fixture", "checkpoint", "provenance.json", "reference", "gguf/F16"):
+        (model / name).parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["cp", "-al", ARTIFACTS / SHADOWED_MODEL / name, model / name], check=True)
+    targets = yaml.safe_load((repo_copy / "recipes" / "targets.yaml").read_text())
+    targets["targets"]["gguf"]["artifacts"].update(FAILING)
+    (repo_copy / "recipes" / "targets.yaml").write_text(yaml.safe_dump(targets))
+    recipe_file = repo_copy / "recipes" / "models" / f"{SHADOWED_MODEL}.yaml"
+    recipe = yaml.safe_load(recipe_file.read_text())
+    recipe_file.write_text(yaml.safe_dump({**recipe, "targets": {"gguf": ["F16", "Q8_0", *FAILING]}}))
+    result = run([SNAKEMAKE, "--cores", "2", "--config", f"models=[{SHADOWED_MODEL}]", "--", "all"], cwd=repo_copy)
+    failed = read_json(model / "gguf" / "IQ2_XXS.validation.json")
+    assert failed["status"] == "failed" and failed["unexplained"] == ["build"]
+    assert failed["reason"].startswith("the build failed: RuntimeError: llama_model_quantize to IQ2_XXS")
+    assert [p.name for p in checkpoint_files(model / "gguf" / "IQ2_XXS")] == ["build-failure.json"]
+    assert read_json(model / "gguf" / "Q8_0.validation.json")["status"] == "passed"
+    assert "1 failed" in result.stdout + (repo_copy / "artifacts" / "summary.md").read_text()
