@@ -56,7 +56,8 @@ def build(target: str, name: str, checkpoint_folder: Path, out: Path, recipe: di
     facts["source"] = checkpoint.read_json(provenance)["recipe_source"] if provenance else recipe["source"]
     builder = importlib.import_module(f"pipeline.targets.{target}.build")
     with atomic_dir(out) as scratch:
-        reason = failure(base) and f"its base {target}/{spec['options']['base']} did not build: {failure(base)}"
+        base_failure = failure(base)
+        reason = base_failure and f"its base {target}/{spec['options']['base']} did not build: {base_failure}"
         if not reason:
             try:
                 builder.build(Path(checkpoint_folder), spec, facts, scratch, base, threads or spec["threads"])

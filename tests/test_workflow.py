@@ -133,8 +133,10 @@ def test_every_stage_reads_only_what_its_rule_declares(pipeline_run, repo_copy):
         assert (model / "publish" / artifact / "README.md").exists()
 
 
-# A converter that fails on one artifact: llama.cpp's quantizer refuses IQ2_XXS without an importance matrix.
-FAILING = {"IQ2_XXS": {"precision": "int4", "options": {"type": "IQ2_XXS", "base": "F16"}}}
+# A converter that fails on one artifact: llama.cpp's quantizer refuses IQ2_XXS without an importance matrix; and
+# an artifact made from that one.
+FAILING = {"IQ2_XXS": {"precision": "int4", "options": {"type": "IQ2_XXS", "base": "F16"}},
+           "Q4_K_M_OF_IQ2_XXS": {"precision": "int4", "options": {"type": "Q4_K_M", "base": "IQ2_XXS"}}}
 
 
 def test_a_failed_build_is_a_failed_validation_and_the_run_goes_on(pipeline_run, repo_copy):
@@ -150,11 +152,16 @@ def test_a_failed_build_is_a_failed_validation_and_the_run_goes_on(pipeline_run,
     (repo_copy / "recipes" / "targets.yaml").write_text(yaml.safe_dump(targets))
     recipe_file = repo_copy / "recipes" / "models" / f"{SHADOWED_MODEL}.yaml"
     recipe = yaml.safe_load(recipe_file.read_text())
-    recipe_file.write_text(yaml.safe_dump({**recipe, "targets": {"gguf": ["F16", "Q8_0", *FAILING]}}))
-    result = run([SNAKEMAKE, "--cores", "2", "--config", f"models=[{SHADOWED_MODEL}]", "--", "all"], cwd=repo_copy)
+    chosen = {target: [] for target in targets["targets"]} | {"gguf": ["F16", "Q8_0", *FAILING]}
+    recipe_file.write_text(yaml.safe_dump({**recipe, "targets": chosen}))
+    run([SNAKEMAKE, "--cores", "2", "--config", f"models=[{SHADOWED_MODEL}]", "--", "all"], cwd=repo_copy)
     failed = read_json(model / "gguf" / "IQ2_XXS.validation.json")
     assert failed["status"] == "failed" and failed["unexplained"] == ["build"]
     assert failed["reason"].startswith("the build failed: RuntimeError: llama_model_quantize to IQ2_XXS")
     assert [p.name for p in checkpoint_files(model / "gguf" / "IQ2_XXS")] == ["build-failure.json"]
-    assert read_json(model / "gguf" / "Q8_0.validation.json")["status"] == "passed"
-    assert "1 failed" in result.stdout + (repo_copy / "artifacts" / "summary.md").read_text()
+    derived = read_json(model / "gguf" / "Q4_K_M_OF_IQ2_XXS.validation.json")
+    assert derived["reason"].startswith("the build failed: its base gguf/IQ2_XXS did not build: RuntimeError")
+    q8_0 = read_json(model / "gguf" / "Q8_0.validation.json")
+    assert q8_0["status"] == read_json(ARTIFACTS / SHADOWED_MODEL / "gguf" / "Q8_0.validation.json")["status"]
+    summary = (repo_copy / "artifacts" / "summary.md").read_text()
+    assert "| gguf/IQ2_XXS | FAIL |" in summary and "| gguf/Q4_K_M_OF_IQ2_XXS | FAIL |" in summary
