@@ -195,7 +195,7 @@ def refused_record(base: dict, spec: dict) -> dict:
 
 
 def stopped_record(base: dict, spec: dict, folder: Path, step: str, reason: str) -> dict:
-    """An artifact that failed before any check could run: its build (`step` build) or its load (load)."""
+    """An artifact that failed before any check could run, at `step`: its build or its load."""
     return {**base, "runtime": {"name": spec["runtime"], "version": "not run"}, "status": "failed",
             "reason": reason, "not_run": [], "size_bytes": folder_size(folder), "unexplained": [step],
             "checks": {step: check(False, reason),
@@ -211,8 +211,9 @@ def validate_folder(folder: Path | None, checkpoint_folder: Path, reference_fold
             "thresholds": spec["thresholds"]}
     if spec["refused"]:
         return refused_record(base, spec)
-    if build_failure(folder):
-        return stopped_record(base, spec, Path(folder), "build", f"the build failed: {build_failure(folder)}")
+    why_not_built = build_failure(folder)
+    if why_not_built:
+        return stopped_record(base, spec, Path(folder), "build", f"the build failed: {why_not_built}")
     reference = Reference(reference_folder)
     module = importlib.import_module(adapter or f"pipeline.targets.{spec['target']}.runtime")
     started = time.perf_counter()

