@@ -48,6 +48,21 @@ def validate_command(python, model: str, target: str, artifact: str, folder: Pat
             "--reference", ARTIFACTS / model / "reference", "--out", out]
 
 
+def linked_model(repo: Path, model: str, names: tuple[str, ...]) -> Path:
+    """The main run's `names` of `model` (its checkpoint, reference, an F16 ...) hard-linked into a repository copy,
+    so that a test's own Snakemake run there starts from them; the model's folder in the copy."""
+    folder = repo / "artifacts" / model
+    for name in names:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["cp", "-al", ARTIFACTS / model / name, folder / name], check=True)
+    return folder
+
+
+def verdicts(record: dict) -> tuple[str, dict]:
+    """A validation.json's status and each check's, to compare two runs of one artifact."""
+    return record["status"], {name: check["status"] for name, check in record["checks"].items()}
+
+
 def read_json(path: Path):
     return json.loads(Path(path).read_text())
 

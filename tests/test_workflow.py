@@ -1,12 +1,12 @@
 """The workflow itself: lint-clean, declarative rules with logs and benchmarks, the run's summary, Snakemake's
 planning verbs on a fresh clone, and stages that read only what their rules declare."""
 import re
-import subprocess
 
 import pytest
 import yaml
 
-from conftest import ARTIFACTS, FIXTURES, ROOT, SNAKEMAKE, checkpoint_files, read_json, run
+from conftest import (ARTIFACTS, FIXTURES, ROOT, SNAKEMAKE, checkpoint_files, linked_model, read_json, run,
+                      verdicts)
 from pipeline import recipes, resources
 
 
@@ -117,19 +117,13 @@ SHADOWED = ["gguf/Q8_0", "mlx/4bit", "onnx/cpu_and_mobile/cpu-int4-rtn-block-32-
 
 
 def test_every_stage_reads_only_what_its_rule_declares(pipeline_run, repo_copy):
-    model = repo_copy / "artifacts" / SHADOWED_MODEL
-    model.mkdir(parents=True)
-    for name in ("fixture", "checkpoint", "provenance.json", "reference"):
-        subprocess.run(["cp", "-al", ARTIFACTS / SHADOWED_MODEL / name, model / name], check=True)
+    model = linked_model(repo_copy, SHADOWED_MODEL, ("fixture", "checkpoint", "provenance.json", "reference"))
     run([SNAKEMAKE, "--cores", "2", "--forcerun", "pull", "reference", "--config", f"models=[{SHADOWED_MODEL}]",
          "shadow=minimal", "--", *[f"artifacts/{SHADOWED_MODEL}/publish/{artifact}" for artifact in SHADOWED]],
         cwd=repo_copy)
     for artifact in SHADOWED:
-        shadowed = read_json(model / f"{artifact}.validation.json")
-        unshadowed = read_json(ARTIFACTS / SHADOWED_MODEL / f"{artifact}.validation.json")
-        assert shadowed["status"] == unshadowed["status"], artifact
-        assert {k: c["status"] for k, c in shadowed["checks"].items()} == \
-               {k: c["status"] for k, c in unshadowed["checks"].items()}, artifact
+        assert verdicts(read_json(model / f"{artifact}.validation.json")) == \
+               verdicts(read_json(ARTIFACTS / SHADOWED_MODEL / f"{artifact}.validation.json")), artifact
         assert (model / "publish" / artifact / "README.md").exists()
 
 
@@ -142,11 +136,8 @@ FAILING = {"IQ2_XXS": {"precision": "int4", "options": {"type": "IQ2_XXS", "base
 def test_a_failed_build_is_a_failed_validation_and_the_run_goes_on(pipeline_run, repo_copy):
     """The failed build leaves only its reason in the artifact folder; the validator turns it into a failed
     validation.json with that reason; the other artifacts and the summary are made, and Snakemake exits 0."""
-    model = repo_copy / "artifacts" / SHADOWED_MODEL
-    model.mkdir(parents=True)
-    for name in ("fixture", "checkpoint", "provenance.json", "reference", "gguf/F16"):
-        (model / name).parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["cp", "-al", ARTIFACTS / SHADOWED_MODEL / name, model / name], check=True)
+    model = linked_model(repo_copy, SHADOWED_MODEL,
+                         ("fixture", "checkpoint", "provenance.json", "reference", "gguf/F16"))
     targets = yaml.safe_load((repo_copy / "recipes" / "targets.yaml").read_text())
     targets["targets"]["gguf"]["artifacts"].update(FAILING)
     (repo_copy / "recipes" / "targets.yaml").write_text(yaml.safe_dump(targets))
