@@ -21,6 +21,7 @@ rule all:
         expand("artifacts/{model}/reference", model=MODELS),
         [validations(model) for model in MODELS],
         expand("artifacts/{model}/manifest.json", model=MODELS),
+        expand("artifacts/{model}/RELEASE.md", model=MODELS),
         "artifacts/report.html",
         "artifacts/summary.md",
 

@@ -1,12 +1,15 @@
-"""What an ops team uploads, per artifact: the artifact's files, its validation.json and a model card (README.md)
-in the Hugging Face model-card convention, in artifacts/<model>/publish/<target>/<artifact>/.
+"""What an ops team uploads, per model: artifacts/<model>/publish/<target>/<artifact>/ for each artifact whose
+validation passed, artifacts/<model>/held/<target>/<artifact>/ for the rest (failed, or not run here); each holds the
+artifact's files, its validation.json and a model card (README.md) in the Hugging Face model-card convention, which
+names the Hub repository and, for GGUF, the Ollama model it goes to under the run's namespace.
 
-    python -m pipeline.publish --recipe fixture-phi-3-mini-4k --target gguf --artifact Q4_K_M \
-        --folder artifacts/fixture-phi-3-mini-4k/gguf/Q4_K_M \
-        --validation artifacts/fixture-phi-3-mini-4k/gguf/Q4_K_M.validation.json \
-        --provenance artifacts/fixture-phi-3-mini-4k/provenance.json --out /tmp/publish-Q4_K_M
+    python -m pipeline.publish --recipe fixture-phi-3-mini-4k --namespace my-org \
+        --provenance artifacts/fixture-phi-3-mini-4k/provenance.json \
+        --publish artifacts/fixture-phi-3-mini-4k/publish --held artifacts/fixture-phi-3-mini-4k/held \
+        artifacts/fixture-phi-3-mini-4k/gguf/Q4_K_M.validation.json ...
 
-Files are hard-linked from the built artifact where the filesystem allows (no second copy on disk).
+An artifact's folder is its validation.json's path less `.validation.json` (a refused artifact has none and goes
+nowhere). Files are hard-linked from the built artifact where the filesystem allows (no second copy on disk).
 """
 import argparse
 import json
@@ -79,17 +82,49 @@ def validation_table(record: dict) -> str:
     return "\n".join(rows) + "\n"
 
 
-def card_text(model: str, spec: dict, record: dict, folder: Path, recipe: dict, provenance: dict,
-              card: dict) -> str:
+PUBLISH, HELD = "publish", "held"  # the folders under artifacts/<model>/: what may be pushed, what may not
+
+
+def destination(record: dict) -> str:
+    """publish/ for an artifact that passed on the device it is built for; held/ for a failed one, and for one
+    validated on a stand-in (a CUDA or DirectML graph run on the CPU provider here)."""
+    device = record["device"]
+    on_its_device = device["used"].lower().startswith(device["intended"])  # used: "CPU (openvino 2026.4 ...)"
+    return PUBLISH if record["status"] == "passed" and on_its_device else HELD
+
+
+def repo_id(namespace: str, model: str, artifact: str) -> str:
+    """The Hub repository of one artifact: <namespace>/<model>-<target>-<artifact>, its '/' as '-'."""
+    return f"{namespace}/{model}-{artifact.replace('/', '-')}"
+
+
+def ollama_name(namespace: str, model: str, name: str) -> str:
+    return f"{namespace}/{model}:{name}"
+
+
+def held_notice(record: dict) -> str:
+    if record["status"] == "failed":
+        return f"> **Held back: failed validation.** {record.get('reason', '')}\n\n"
+    device = record["device"]
+    return (f"> **Held back: not run on {device['intended']} here.** It passed on {device['used']} in its place (see "
+            "Not run here); push it only knowingly: `python -m pipeline.push ... --also "
+            f"{record['artifact']}`.\n\n")
+
+
+def card_text(model: str, spec: dict, record: dict, folder: Path, recipe: dict, provenance: dict, card: dict,
+              namespace: str) -> str:
     source = provenance.get("recipe_source", provenance.get("source"))
     revision = provenance.get("revision_resolved")
     status = record["status"] + (f": {record['reason']}" if record.get("reason") else "")
+    repo = repo_id(namespace, model, record["artifact"])
     usage = card["usage"]
-    for name, value in {"model": model, "artifact": spec["name"].replace("/", "-"), "file": main_file(folder)}.items():
+    for name, value in {"model": model, "artifact": spec["name"].replace("/", "-"), "file": main_file(folder),
+                        "repo": repo, "ollama": ollama_name(namespace, model, spec["name"])}.items():
         usage = usage.replace("{" + name + "}", value)  # not str.format: usage text has braces of its own
     not_run = "".join(f"- {item}\n" for item in record.get("not_run", []))
     return (front_matter(recipe, provenance, spec, card)
             + f"\n# {model}: {spec['target']} {spec['name']}\n\n"
+            + (held_notice(record) if destination(record) == HELD else "")
             + f"{card['description']} Made by phi-forge from `{source}`"
             + (f" at revision `{revision}`" if revision else "") + ".\n\n"
             + f"- precision class: {spec['precision']}; built for: {spec['device']}\n"
@@ -97,6 +132,7 @@ def card_text(model: str, spec: dict, record: dict, folder: Path, recipe: dict, 
             + (f", {record['bits_per_weight']:.2f} bits per weight" if record.get("bits_per_weight") else "") + "\n"
             + f"- validation: **{status}** (in {record['runtime']['name']} {record['runtime']['version']}, "
             + f"on {record['device']['used']})\n\n"
+            + f"## Get it\n\n```sh\nhf download {repo} --local-dir {repo.split('/')[1]}\n```\n\n"
             + f"## Run it\n\n{usage.rstrip()}\n\n"
             + "## Validation\n\nAgainst the float32 PyTorch reference of the source checkpoint, on phi-forge's "
             + "prompt set (chat prompts of a checkable task, a prose passage, prompts past each context "
@@ -105,30 +141,48 @@ def card_text(model: str, spec: dict, record: dict, folder: Path, recipe: dict, 
             + f"\n## Licence\n\n{recipe['license']}, as the source checkpoint.\n")
 
 
-def publish(recipe: dict, target: str, name: str, folder: Path, validation: Path, provenance: Path, out: Path):
-    spec = recipes.artifact(recipe, target, name)
-    card = recipes.targets()["targets"][target]["card"]
-    record = json.loads(Path(validation).read_text())
-    with atomic_dir(out) as scratch:
-        link_tree(folder, scratch)
-        shutil.copy2(validation, scratch / "validation.json")
-        (scratch / "README.md").write_text(card_text(recipe["name"], spec, record, folder, recipe,
-                                                     json.loads(Path(provenance).read_text()), card))
+def publish_one(recipe: dict, spec: dict, validation: Path, record: dict, provenance: dict, namespace: str,
+                out: Path):
+    folder = validation.with_name(validation.name.removesuffix(".validation.json"))
+    out.mkdir(parents=True)
+    link_tree(folder, out)
+    shutil.copy2(validation, out / "validation.json")
+    card = recipes.targets()["targets"][spec["target"]]["card"]
+    (out / "README.md").write_text(card_text(recipe["name"], spec, record, folder, recipe, provenance, card,
+                                             namespace))
+
+
+def publish(recipe: dict, validations: list[Path], provenance: Path, namespace: str, publish_dir: Path,
+            held_dir: Path) -> dict[str, list[str]]:
+    """Each built artifact into publish_dir if its validation passed, else into held_dir; what went where."""
+    provenance = json.loads(Path(provenance).read_text())
+    placed = {PUBLISH: [], HELD: []}
+    with atomic_dir(publish_dir) as publish_scratch, atomic_dir(held_dir) as held_scratch:
+        for validation in map(Path, validations):
+            record = json.loads(validation.read_text())
+            spec = recipes.artifact(recipe, *record["artifact"].split("/", 1))
+            if spec["refused"]:
+                continue
+            where = destination(record)
+            publish_one(recipe, spec, validation, record, provenance, namespace,
+                        (publish_scratch if where == PUBLISH else held_scratch) / record["artifact"])
+            placed[where].append(record["artifact"])
+    return placed
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipe", required=True, help="the model's recipe (recipes/models/<name>.yaml)")
-    parser.add_argument("--target", required=True)
-    parser.add_argument("--artifact", required=True)
-    parser.add_argument("--folder", required=True, type=Path, help="the built artifact")
-    parser.add_argument("--validation", required=True, type=Path, help="its validation.json")
+    parser.add_argument("--namespace", required=True, help="Hub organisation or user (config `namespace`)")
     parser.add_argument("--provenance", required=True, type=Path, help="the checkpoint's provenance.json")
-    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--publish", required=True, type=Path, help="folder for the artifacts that passed")
+    parser.add_argument("--held", required=True, type=Path, help="folder for the rest")
+    parser.add_argument("validations", nargs="+", type=Path, help="each artifact's validation.json")
     args = parser.parse_args(argv)
-    publish(recipes.load_supported(args.recipe), args.target, args.artifact, args.folder, args.validation,
-            args.provenance, args.out)
-    print(f"published {args.out}")
+    placed = publish(recipes.load_supported(args.recipe), args.validations, args.provenance, args.namespace,
+                     args.publish, args.held)
+    for where, names in placed.items():
+        print(f"{where}: {len(names)} artifact(s) {' '.join(names)}")
 
 
 if __name__ == "__main__":

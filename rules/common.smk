@@ -156,12 +156,9 @@ def folder_argument(wildcards, input):
     return f"--folder {input.artifact}" if "artifact" in input.keys() else ""
 
 
-def published(model):
-    """Publish folders of every artifact that was built (a refused one has nothing to publish)."""
-    return [f"artifacts/{model}/publish/{a['target']}/{a['name']}" for a in ARTIFACTS[model] if not a["refused"]]
-
-
 def publish_inputs(wildcards):
-    stem = f"artifacts/{wildcards.model}/{wildcards.target}/{wildcards.artifact}"
-    return {"artifact": stem, "validation": f"{stem}.validation.json",
+    """Every artifact the model built (a refused one has no folder), each one's validation, the provenance."""
+    return {"folders": [f"artifacts/{wildcards.model}/{a['target']}/{a['name']}" for a in ARTIFACTS[wildcards.model]
+                        if not a["refused"]],
+            "validations": validations(wildcards.model),
             "provenance": f"artifacts/{wildcards.model}/provenance.json"}

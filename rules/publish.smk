@@ -5,39 +5,44 @@
 localrules: publish, manifest, report
 
 
+# The publish gate: publish/ gets the artifacts whose validation passed, held/ the rest, each with its card.
 rule publish:
     input:
         unpack(publish_inputs),
     output:
-        directory("artifacts/{model}/publish/{target}/{artifact}"),
+        publish=directory("artifacts/{model}/publish"),
+        held=directory("artifacts/{model}/held"),
     params:
-        spec=validation_params,  # the card states the thresholds
-        card=lambda wildcards: TARGETS[wildcards.target]["card"],
+        namespace=config["namespace"],
+        cards=lambda wildcards: {target: TARGETS[target]["card"] for target in TARGETS},
         python=runner(),
     log:
-        "logs/{model}/publish/{target}/{artifact}.log",
+        "logs/{model}/publish.log",
     benchmark:
-        "benchmarks/{model}/publish/{target}/{artifact}.tsv"
+        "benchmarks/{model}/publish.tsv"
     threads: 1
     resources:
         mem_mb=500,
         runtime=10,
     shadow: SHADOW
     shell:
-        "{params.python} -m pipeline.publish --recipe {wildcards.model} --target {wildcards.target}"
-        " --artifact {wildcards.artifact} --folder {input.artifact} --validation {input.validation}"
-        " --provenance {input.provenance} --out {output} > {log} 2>&1"
+        "{params.python} -m pipeline.publish --recipe {wildcards.model} --namespace {params.namespace}"
+        " --provenance {input.provenance} --publish {output.publish} --held {output.held} {input.validations}"
+        " > {log} 2>&1"
 
 
 rule manifest:
     input:
-        published=lambda wildcards: published(wildcards.model),
+        publish="artifacts/{model}/publish",
+        held="artifacts/{model}/held",
         validations=lambda wildcards: validations(wildcards.model),
         provenance="artifacts/{model}/provenance.json",
     output:
         manifest="artifacts/{model}/manifest.json",
         sums="artifacts/{model}/SHA256SUMS",
+        release="artifacts/{model}/RELEASE.md",
     params:
+        namespace=config["namespace"],
         python=runner(),
     log:
         "logs/{model}/manifest.log",
@@ -49,7 +54,7 @@ rule manifest:
         runtime=30,  # minutes: the sha256 of every published file
     shadow: SHADOW
     shell:
-        "{params.python} -m pipeline.manifest write {wildcards.model} > {log} 2>&1"
+        "{params.python} -m pipeline.manifest write {wildcards.model} --namespace {params.namespace} > {log} 2>&1"
 
 
 rule report:
