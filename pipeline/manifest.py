@@ -35,10 +35,14 @@ def locked_versions(toolchain: str) -> dict[str, str]:
     return {name.strip(): version.strip() for name, version in pins}
 
 
+def normalised(package: str) -> str:
+    return package.lower().replace("_", "-")  # llama_cpp_python in a lock is llama-cpp-python in a .in file
+
+
 def direct_requirements(toolchain: str) -> list[str]:
     """The packages envs/<toolchain>.in asks for (the lock adds what they depend on)."""
     lines = (ENVS / f"{toolchain}.in").read_text().splitlines()
-    return [re.split(r"[=<>~!\[; ]", line, maxsplit=1)[0].lower().replace("_", "-") for line in lines
+    return [normalised(re.split(r"[=<>~!\[; ]", line, maxsplit=1)[0]) for line in lines
             if line.strip() and not line.startswith(("#", "-"))]
 
 
@@ -107,7 +111,7 @@ def release_notes(manifest: dict) -> str:
     published = [name for name, s in artifacts.items() if s["folder"] and s["folder"].startswith(PUBLISH)]
     why = [f"- {name}: {s['status']}: {s.get('reason') or '; '.join(s['not_run'])}\n" for name, s in held + refused]
     tools = "".join(f"- {toolchain}: " + ", ".join(f"{package} {version}" for package, version in pins.items()
-                                                  if package.lower().replace("_", "-") in direct_requirements(toolchain)) + "\n"
+                                                  if normalised(package) in direct_requirements(toolchain)) + "\n"
                     for toolchain, pins in manifest["toolchains"].items())
     return (f"# {manifest['model']}: release notes\n\n"
             f"Source: `{provenance.get('recipe_source', provenance.get('source'))}`"
@@ -120,7 +124,8 @@ def release_notes(manifest: dict) -> str:
             + "\n\n## Held back or not built, and why\n\n" + ("".join(why) or "Nothing.\n")
             + f"\n## Checksums\n\n`SHA256SUMS` lists the sha256 of each of the {len(manifest['files'])} files under "
             f"`{PUBLISH}/` and `{HELD}/`: `sha256sum -c SHA256SUMS` in this folder, or `python -m pipeline.manifest "
-            f"verify artifacts/{manifest['model']}`.\n\n## Tool versions\n\nWhat each toolchain asks for; every package's pin is in manifest.json.\n\n{tools}")
+            f"verify artifacts/{manifest['model']}`.\n\n## Tool versions\n\nWhat each toolchain asks for; every "
+            f"package's pin is in manifest.json.\n\n{tools}")
 
 
 def verify(model_folder: Path) -> list[str]:

@@ -1,4 +1,5 @@
-"""The one-screen table a run ends with: per model, where it came from and how its reference did.
+"""The one screen a run ends with: per model, where it came from and how its reference did; every artifact's
+verdict; what the publish gate would let be pushed.
 
     python -m pipeline.summary --out artifacts/summary.md fixture-phi-3-mini-4k fixture-phi-3-mini-128k
 """
@@ -48,6 +49,18 @@ def artifact_matrix(models: list[str], artifacts: Path = ARTIFACTS) -> str:
             + " Why each failed, and every number: artifacts/report.html (or report.md).\n")
 
 
+def push_plan(models: list[str], artifacts: Path = ARTIFACTS) -> str:
+    """Per model, what the publish gate let through, which `python -m pipeline.push` would upload, and what not."""
+    rows = []
+    for model in models:
+        manifest = json.loads((artifacts / model / "manifest.json").read_text())
+        built = {name: a["folder"].split("/", 1)[0] for name, a in manifest["artifacts"].items() if a["folder"]}
+        held = [name for name, where in built.items() if where == "held"]
+        rows.append([model, f"{len(built) - len(held)} of {len(built)}", manifest["namespace"],
+                     ", ".join(held) or "-"])
+    return markdown(["model", "would be pushed", "to namespace", "held back (failed, or not run on its device)"], rows)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, type=Path)
@@ -58,6 +71,8 @@ def main(argv=None):
     artifacts = artifact_matrix(args.models, args.artifacts)
     if artifacts:
         text += "\nEvery artifact, validated in its own runtime against the reference.\n\n" + artifacts
+        text += ("\nThe publish gate; `python -m pipeline.push artifacts/<model>` shows what it would upload.\n\n"
+                 + push_plan(args.models, args.artifacts))
     with atomic_file(args.out) as tmp:
         tmp.write_text(text)
     print(text)

@@ -8,6 +8,7 @@ rule summary:
         references=expand("artifacts/{model}/reference", model=MODELS),
         provenance=expand("artifacts/{model}/provenance.json", model=MODELS),
         validations=[validations(model) for model in MODELS],
+        manifests=expand("artifacts/{model}/manifest.json", model=MODELS),
     output:
         "artifacts/summary.md",
     params:

@@ -8,11 +8,13 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "artifacts"
 TORCH_PYTHON = ROOT / ".envs" / "torch" / "bin" / "python"
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
+NAMESPACE = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["namespace"]  # of the cards
 FIXTURES = ["fixture-phi-3-mini-4k", "fixture-phi-3-mini-128k", "fixture-phi-3-medium-4k", "fixture-phi-3.5-moe",
             "fixture-phi-4-mini"]
 
@@ -61,6 +63,13 @@ def linked_model(repo: Path, model: str, names: tuple[str, ...]) -> Path:
 def verdicts(record: dict) -> tuple[str, dict]:
     """A validation.json's status and each check's, to compare two runs of one artifact."""
     return record["status"], {name: check["status"] for name, check in record["checks"].items()}
+
+
+def publish_folder(model_folder: Path, artifact: str) -> Path:
+    """An artifact's folder from the publish gate: under publish/ or under held/, never both."""
+    [folder] = [model_folder / where / artifact for where in ("publish", "held")
+                if (model_folder / where / artifact).is_dir()]
+    return folder
 
 
 def read_json(path: Path):

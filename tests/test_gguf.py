@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from conftest import ARTIFACTS, FIXTURES, ROOT, read_json, validate_command
+from conftest import ARTIFACTS, FIXTURES, NAMESPACE, ROOT, publish_folder, read_json, validate_command
 from pipeline import recipes
 
 GGUF_PYTHON = ROOT / ".envs" / "gguf" / "bin" / "python"
@@ -31,8 +31,10 @@ def test_every_type_has_its_gguf_modelfile_and_license(pipeline_run):
             modelfile = (folder / "Modelfile").read_text()
             assert modelfile.startswith(f"FROM ./{model}-{gguf_type}.gguf\n")
             assert (folder / "LICENSE").read_text() == license_text
-            card = ARTIFACTS / model / "publish" / "gguf" / gguf_type / "README.md"
-            assert f"ollama create {model}-{gguf_type} -f Modelfile" in card.read_text()
+            card = (publish_folder(ARTIFACTS / model, f"gguf/{gguf_type}") / "README.md").read_text()
+            name = f"{NAMESPACE}/{model}:{gguf_type}"
+            assert all(f"ollama {command} {name}" in card for command in ("create", "run", "push"))
+            assert f"ollama create {name} -f Modelfile" in card
 
 
 def test_metadata_and_modelfile_checks_pass_everywhere(records):

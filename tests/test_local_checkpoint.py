@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from conftest import ARTIFACTS, ROOT, SNAKEMAKE, TORCH_PYTHON, read_json, run
+from conftest import ARTIFACTS, ROOT, SNAKEMAKE, TORCH_PYTHON, publish_folder, read_json, run
 from pipeline import recipes, validation
 
 SOURCE = "fixture-phi-3-mini-4k"
@@ -51,7 +51,7 @@ def test_every_target_builds_and_validates_both(untried):
         for spec, record in built:
             validation.validate_record(record)
             assert record["status"] in ("passed", "failed") and record["size_bytes"] > 0, (model, spec["name"])
-            assert (untried / model / "publish" / spec["target"] / spec["name"] / "README.md").exists()
+            assert (publish_folder(untried / model, f"{spec['target']}/{spec['name']}") / "README.md").exists()
 
 
 def test_end_of_turn_comes_from_the_chat_template(untried):

@@ -10,7 +10,7 @@ import zlib
 import pytest
 import yaml
 
-from conftest import ARTIFACTS, FIXTURES, ROOT, SNAKEMAKE, read_json, run
+from conftest import ARTIFACTS, FIXTURES, NAMESPACE, ROOT, SNAKEMAKE, publish_folder, read_json, run
 from pipeline import recipes
 
 PYTHON = SNAKEMAKE.parent / "python"
@@ -43,7 +43,8 @@ def test_manifest_checksums_match_the_files(pipeline_run, model):
 def test_verify_catches_a_file_changed_after_the_run(pipeline_run, tmp_path):
     model = FIXTURES[0]
     copy = tmp_path / model
-    shutil.copytree(ARTIFACTS / model / "publish", copy / "publish")
+    for where in ("publish", "held"):
+        shutil.copytree(ARTIFACTS / model / where, copy / where)
     shutil.copy2(ARTIFACTS / model / "manifest.json", copy / "manifest.json")
     verify = [PYTHON, "-m", "pipeline.manifest", "verify", copy]
     assert "every file matches" in run(verify).stdout
@@ -56,17 +57,24 @@ def test_verify_catches_a_file_changed_after_the_run(pipeline_run, tmp_path):
 
 
 @pytest.mark.parametrize("model", FIXTURES)
-def test_each_published_artifact_has_its_files_validation_and_card(pipeline_run, model):
+def test_each_artifact_is_published_or_held_with_its_files_validation_and_card(pipeline_run, model):
+    """The gate: publish/ holds what passed on the device it is built for, held/ the rest, each card says why."""
     provenance = read_json(ARTIFACTS / model / "provenance.json")
+    manifest = read_json(ARTIFACTS / model / "manifest.json")
     for spec in recipes.artifacts(recipes.load(model)):
-        folder = ARTIFACTS / model / "publish" / spec["target"] / spec["name"]
+        name = f"{spec['target']}/{spec['name']}"
         if spec["refused"]:
-            assert not folder.exists()
+            assert not any((ARTIFACTS / model / where / name).exists() for where in ("publish", "held"))
             continue
+        folder = publish_folder(ARTIFACTS / model, name)
+        where = folder.relative_to(ARTIFACTS / model).parts[0]
         built = ARTIFACTS / model / spec["target"] / spec["name"]
         assert {p.relative_to(built) for p in built.rglob("*") if p.is_file() and not p.name.startswith(".")} \
             <= {p.relative_to(folder) for p in folder.rglob("*")}
         record = read_json(folder / "validation.json")
+        stand_in = spec["device"] != "cpu"  # this machine has no GPU: a cuda or dml graph ran on the CPU provider
+        assert (where == "publish") == (record["status"] == "passed" and not stand_in), name
+        assert manifest["artifacts"][name]["folder"] == folder.relative_to(ARTIFACTS / model).as_posix()
         card = (folder / "README.md").read_text()
         front = yaml.safe_load(card.split("---\n")[1])
         assert front["license"] == recipes.load(model)["license"]
@@ -74,6 +82,28 @@ def test_each_published_artifact_has_its_files_validation_and_card(pipeline_run,
         assert ("base_model" in front) == (provenance.get("kind") == "hub")
         assert f"validation: **{record['status']}" in card
         assert "## Run it" in card and "## Validation" in card
+        assert f"hf download {NAMESPACE}/{model}-{name.replace('/', '-')} " in card
+        assert ("Held back" in card) == (where == "held")
+        if stand_in:
+            assert all(item in card for item in record["not_run"])  # what ran in its place
+
+
+@pytest.mark.parametrize("model", FIXTURES)
+def test_release_notes_say_what_passed_what_was_held_and_why(pipeline_run, model):
+    notes = (ARTIFACTS / model / "RELEASE.md").read_text()
+    manifest = read_json(ARTIFACTS / model / "manifest.json")
+    source = manifest["provenance"].get("recipe_source", manifest["provenance"].get("source"))
+    assert f"Source: `{source}`" in notes and manifest["phi_forge_version"] in notes
+    published = [name for name, a in manifest["artifacts"].items() if (a["folder"] or "").startswith("publish/")]
+    assert f"{len(published)} of {len(manifest['artifacts'])} artifacts may be published" in notes
+    held = notes.split("## Held back or not built, and why", 1)[1].split("## Checksums", 1)[0]
+    for name, summary in manifest["artifacts"].items():
+        assert (f"- {name}: " in held) == (name not in published), name
+        if summary.get("reason") and name not in published:
+            assert summary["reason"] in held
+    assert "SHA256SUMS" in notes
+    for toolchain, pins in manifest["toolchains"].items():
+        assert f"- {toolchain}: " in notes
 
 
 def parse_markdown_table(text, first_header, column=""):
