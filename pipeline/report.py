@@ -42,6 +42,23 @@ def metrics(record: dict) -> dict[str, str]:
             "tokens/s": number(record.get("tokens_per_s"), ".1f")}
 
 
+def target(record: dict) -> str:
+    return record["artifact"].split("/")[0]
+
+
+def mean_kl(record: dict):
+    return record["checks"]["kl"].get("mean")
+
+
+def recommended(records: list[dict]) -> set[tuple[str, str]]:
+    """(model, artifact) of the one to publish per model, target and precision class: of those that passed, the
+    lowest mean KL to the reference, a tie to the smaller file. A class where none passed has none."""
+    passed = [r for r in records if r["status"] == "passed" and mean_kl(r) is not None]
+    classes = grouped(((r["model"], target(r), r["precision"]), r) for r in passed)
+    return {(best["model"], best["artifact"]) for _, group in classes
+            for best in [min(group, key=lambda r: (mean_kl(r), r["size_bytes"]))]}
+
+
 def grouped(items) -> list[tuple[str, list[str]]]:
     """(what, where) pairs -> each what once, with every where it holds for, in order of first appearance."""
     groups = {}
