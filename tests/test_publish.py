@@ -174,19 +174,59 @@ def png_colours(path) -> int:
     return len(colours)
 
 
+def recommended_by_the_stated_rule(records) -> set:
+    """(model, artifact) per model, target and precision class: of the artifacts that passed, the lowest mean KL,
+    a tie to the smaller file (the report's legend states it; computed here without the report's code)."""
+    classes = {}
+    for record in records:
+        if record["status"] == "passed":
+            key = (record["model"], record["artifact"].split("/")[0], record["precision"])
+            classes.setdefault(key, []).append(record)
+    return {(model, min(group, key=lambda r: (r["checks"]["kl"]["mean"], r["size_bytes"]))["artifact"])
+            for (model, _, _), group in classes.items()}
+
+
+# Appended to a copy of the report: opens every <details> (reasons, the numbers table), then writes the page's
+# width and its viewport's into the DOM for --dump-dom to carry out.
+MEASURE_WIDTH = ("<script>document.querySelectorAll('details').forEach(d => d.open = true);"
+                 "const page = document.documentElement;"
+                 "page.dataset.widths = page.scrollWidth + ' ' + page.clientWidth;</script>")
+
+
 def test_report_renders_in_headless_chromium(pipeline_run, tmp_path):
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     assert chromium, "the report's render test needs Chromium: apt-get install chromium (.ci/run installs it)"
     page = (ARTIFACTS / "report.html").read_text()
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", page), "the report must open offline"
+    headless = [chromium, "--headless", "--no-sandbox", "--disable-gpu"]
     shot = tmp_path / "report.png"
-    run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1300,1600",
-         f"--screenshot={shot}", (ARTIFACTS / "report.html").as_uri()])
+    run([*headless, "--hide-scrollbars", "--window-size=1280,1600", f"--screenshot={shot}",
+         (ARTIFACTS / "report.html").as_uri()])
     assert png_colours(shot) > 20  # status colours, text and the plot's points: not a blank page
-    dom = run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom",
-               (ARTIFACTS / "report.html").as_uri()]).stdout
-    assert dom.count("<circle") >= len([p for m in FIXTURES for p in validation_files(m)
-                                        if read_json(p).get("bits_per_weight")])
+    measured = tmp_path / "report-measured.html"
+    measured.write_text(page.replace("</body>", MEASURE_WIDTH + "</body>"))
+    dom = run([*headless, "--window-size=1280,900", "--dump-dom", measured.as_uri()]).stdout
+    scroll_width, client_width = map(int, re.search(r'data-widths="(\d+) (\d+)"', dom).groups())
+    assert 1200 < client_width <= 1280, "not measured in a 1280 px window"
+    assert scroll_width <= client_width, f"the report is {scroll_width} px wide in a {client_width} px window"
+    records = [read_json(p) for m in FIXTURES for p in validation_files(m)]
+    assert dom.count("<circle") >= len([r for r in records if r.get("bits_per_weight")])
+    shown = {(model, artifact): "\u2605" in entry
+             for model, section in re.findall(r'<section data-model="([^"]+)">(.*?)</section>', dom, re.S)
+             for artifact, entry in re.findall(r'<li [^>]*data-artifact="([^"]+)"[^>]*>(.*?)</li>', section, re.S)}
+    assert set(shown) == {(r["model"], r["artifact"]) for r in records}, "each artifact in its model's table"
+    assert {where for where, starred in shown.items() if starred} == recommended_by_the_stated_rule(records)
+
+
+def test_report_markdown_marks_the_artifact_to_publish(pipeline_run):
+    records = [read_json(p) for m in FIXTURES for p in validation_files(m)]
+    recommended = recommended_by_the_stated_rule(records)
+    text = (ARTIFACTS / "report.md").read_text()
+    for model in FIXTURES:
+        section = text.split(f"\n## {model}\n", 1)[1].split("\n## ", 1)[0]
+        marked = [artifact for m, artifact in recommended if m == model]
+        assert section.count("\u2605 ") == len(marked), model
+        assert all(f"\u2605 {artifact.rsplit('/', 1)[-1]} pass" in section for artifact in marked), model
 
 
 def test_snakemake_report_works(pipeline_run, tmp_path):
