@@ -14,15 +14,17 @@ import math
 from pathlib import Path
 
 from pipeline.atomic import atomic_file
+from pipeline.publish import PUBLISH, destination
 
 ARTIFACTS = Path("artifacts")
 STATUS_WORDS = {"passed": "pass", "failed": "FAIL", "not_run": "not run here"}
 COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
 PRECISIONS = ["float", "int8", "int4"]  # validation.schema.yaml's classes, the most faithful first
 MARK = "\u2605"  # the recommended artifact's star
-LEGEND = (f"{MARK} marks the artifact to publish per target and precision class: of those that passed, the lowest "
-          "mean KL to the float32 reference, a tie to the smaller file; a class where none passed has none. "
-          "KL is that mean KL per token, lower is closer.")
+LEGEND = (f"{MARK} marks the artifact to publish per target and precision class: of those that passed on the device "
+          "they are built for, the lowest mean KL to the float32 reference, a tie to the smaller file; a class where "
+          "none passed has none. 'pass, held': passed on a stand-in for its device (a CUDA or DirectML graph on the "
+          "CPU provider), so the publish gate holds it back. KL is that mean KL per token, lower is closer.")
 
 
 def load(models: list[str], artifacts: Path = ARTIFACTS) -> list[dict]:
@@ -65,12 +67,22 @@ def kl_text(record: dict) -> str:
 
 
 def recommended(records: list[dict]) -> set[tuple[str, str]]:
-    """(model, artifact) of the one to publish per model, target and precision class: of those that passed, the
-    lowest mean KL to the reference, a tie to the smaller file. A class where none passed has none."""
-    passed = [r for r in records if r["status"] == "passed" and mean_kl(r) is not None]
+    """(model, artifact) of the one to publish per model, target and precision class: of those the publish gate lets
+    through (passed on the device they are built for), the lowest mean KL to the reference, a tie to the smaller
+    file. A class where none passed has none."""
+    passed = [r for r in records if destination(r) == PUBLISH and mean_kl(r) is not None]
     classes = grouped(((r["model"], target(r), r["precision"]), r) for r in passed)
     return {(best["model"], best["artifact"]) for _, group in classes
             for best in [min(group, key=lambda r: (mean_kl(r), r["size_bytes"]))]}
+
+
+def passed_on_stand_in(record: dict) -> bool:
+    """Passed, but not on the device it is built for: the publish gate holds it back."""
+    return record["status"] == "passed" and destination(record) != PUBLISH
+
+
+def verdict(record: dict) -> str:
+    return STATUS_WORDS[record["status"]] + (", held" if passed_on_stand_in(record) else "")
 
 
 def grouped(items) -> list[tuple]:
@@ -153,7 +165,7 @@ def markdown_model(records: list[dict], marked: set) -> str:
             entries = []
             for record in cells.get((name, precision), []):
                 star = f"{MARK} " if (record["model"], record["artifact"]) in marked else ""
-                entry = f"{star}{short_name(record)} {STATUS_WORDS[record['status']]} {kl_text(record)}".rstrip()
+                entry = f"{star}{short_name(record)} {verdict(record)} {kl_text(record)}".rstrip()
                 if record.get("reason"):
                     reasons.append(f"{record['artifact']}: {record['reason']}")
                     entry += f" [{len(reasons)}]"
@@ -261,10 +273,10 @@ def html_entry(record: dict, marked: set) -> str:
     """One artifact in its cell: mark, name, badge, KL; hover or click for why it failed or did not run."""
     is_marked = (record["model"], record["artifact"]) in marked
     line = (f'<span class="mark">{MARK if is_marked else ""}</span>{html.escape(short_name(record))} '
-            f'<span class="badge {record["status"]}">{STATUS_WORDS[record["status"]]}</span> '
+            f'<span class="badge {record["status"]}">{verdict(record)}</span> '
             f'<span class="kl">{kl_text(record)}</span>')
     figures = metrics(record)
-    reason = html.escape(record.get("reason") or "")
+    reason = html.escape(record.get("reason") or ("; ".join(record["not_run"]) if passed_on_stand_in(record) else ""))
     hover = reason or html.escape(f"{record['artifact']}: {figures['MiB']} MiB, {figures['bits/weight']} bits/weight")
     attributes = (f'class="{"recommended" if is_marked else "artifact"}" '
                   f'data-artifact="{html.escape(record["artifact"])}" title="{hover}"')

@@ -175,11 +175,12 @@ def png_colours(path) -> int:
 
 
 def recommended_by_the_stated_rule(records) -> set:
-    """(model, artifact) per model, target and precision class: of the artifacts that passed, the lowest mean KL,
-    a tie to the smaller file (the report's legend states it; computed here without the report's code)."""
+    """(model, artifact) per model, target and precision class: of the artifacts that passed on the device they are
+    built for, the lowest mean KL, a tie to the smaller file (the report's legend states it; computed here without
+    the report's code)."""
     classes = {}
     for record in records:
-        if record["status"] == "passed":
+        if record["status"] == "passed" and record["device"]["used"].lower().startswith(record["device"]["intended"]):
             key = (record["model"], record["artifact"].split("/")[0], record["precision"])
             classes.setdefault(key, []).append(record)
     return {(model, min(group, key=lambda r: (r["checks"]["kl"]["mean"], r["size_bytes"]))["artifact"])
