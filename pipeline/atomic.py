@@ -1,4 +1,5 @@
-"""Outputs are complete or absent: write under a temporary name, move into place on success."""
+"""Outputs are complete or absent: write under a temporary name, move into place on success. Files another output
+already holds are hard-linked, not copied."""
 import contextlib
 import os
 import shutil
@@ -34,3 +35,12 @@ def atomic_file(target: Path):
         os.replace(scratch, target)
     finally:
         scratch.unlink(missing_ok=True)
+
+
+def link_or_copy(source: Path, target: Path):
+    """A hard link (no second copy on disk; a hub cache's symlink is followed to its blob), or a copy across
+    filesystems."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)

@@ -13,14 +13,13 @@ nowhere). Files are hard-linked from the built artifact where the filesystem all
 """
 import argparse
 import json
-import os
 import shutil
 from pathlib import Path
 
 import yaml
 
 from pipeline import recipes
-from pipeline.atomic import atomic_dir
+from pipeline.atomic import atomic_dir, link_or_copy
 from pipeline.cli import run_cli
 
 CHECK_NAMES = {"tokenizer_parity": "tokenizer parity with HF", "stop": "stops at its end token",
@@ -35,10 +34,7 @@ def link_tree(source: Path, destination: Path):
         if path.is_file() and not path.name.startswith(".") and path.relative_to(source) != Path("README.md"):
             target = destination / path.relative_to(source)
             target.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                os.link(path, target)
-            except OSError:  # another filesystem: copy
-                shutil.copy2(path, target)
+            link_or_copy(path, target)
 
 
 def base_model(provenance: dict) -> str | None:

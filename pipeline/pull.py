@@ -11,10 +11,9 @@ import fnmatch
 import hashlib
 import json
 import re
-import shutil
 from pathlib import Path
 
-from pipeline.atomic import atomic_dir, atomic_file
+from pipeline.atomic import atomic_dir, atomic_file, link_or_copy
 from pipeline.checkpoint import PICKLE_SUFFIXES, CheckpointError, verify
 from pipeline.cli import run_cli
 
@@ -76,10 +75,10 @@ def hub_snapshot(repo: str, revision: str) -> tuple[Path, str]:
     return snapshot, snapshot.name
 
 
-def copy_wanted(source: Path, out: Path):
+def link_wanted(source: Path, out: Path):
     for path in sorted(source.iterdir()):
         if path.is_file() and wanted(path.name):
-            shutil.copyfile(path, out / path.name)
+            link_or_copy(path, out / path.name)
 
 
 def check_architecture(config: dict, expected: str | None, source: str):
@@ -106,7 +105,7 @@ def pull(source: str, out: Path, provenance_path: Path, recipe_source: str | Non
         origin = {"kind": "local", "path": str(snapshot.resolve())}
     check_architecture(verify(snapshot), architecture, source)
     with atomic_dir(out) as scratch:
-        copy_wanted(snapshot, scratch)
+        link_wanted(snapshot, scratch)
         verify(scratch)
         files = {p.name: {"sha256": sha256(p), "size": p.stat().st_size} for p in sorted(scratch.iterdir())}
     provenance = {"source": source, "recipe_source": recipe_source or source, **origin, "files": files}
