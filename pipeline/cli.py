@@ -4,7 +4,12 @@ import sys
 from pipeline.checkpoint import CheckpointError
 from pipeline.recipes import RecipeError
 
-USER_ERRORS = (CheckpointError, RecipeError)
+
+class PushError(ValueError):
+    """A push refused (pipeline.push). Here, not there: this module cannot import the modules that import it."""
+
+
+USER_ERRORS = (CheckpointError, RecipeError, PushError)
 
 
 def run_cli(main):

@@ -1,5 +1,6 @@
 """The CI workflows in .github/workflows/: actionlint on every file, with shellcheck on each `run:` script (both from
-envs/workflow.lock, no network), and the artifact workflow's validation gate run on validation files."""
+envs/workflow.lock, no network), and the artifact workflow's push plan step run on model folders."""
+import hashlib
 import json
 import os
 import subprocess
@@ -28,27 +29,52 @@ def test_actionlint_finds_nothing(workflow):
     assert 'Rule "shellcheck" was disabled' not in result.stderr, result.stderr  # shellcheck ran too
 
 
-def gate_script() -> str:
+def step(name: str) -> dict:
     steps = yaml.safe_load(ARTIFACTS_WORKFLOW.read_text())["jobs"]["artifacts"]["steps"]
-    [step] = [s for s in steps if s.get("name", "").startswith("Fail if an artifact that would be published")]
-    assert step["shell"] == "python"
-    return step["run"]
+    [found] = [s for s in steps if s.get("name", "").startswith(name)]
+    return found
 
 
-def write_record(folder: Path, status: str, checks: dict):
-    folder.mkdir(parents=True)
-    (folder / "validation.json").write_text(json.dumps({"status": status, "checks": checks}))
+def write_model(root: Path, placed: dict[str, str]):
+    """artifacts/demo/ with one file per artifact, under publish/ or held/ as `placed` says, and its manifest."""
+    folder = root / "artifacts" / "demo"
+    artifacts, files = {}, {}
+    for artifact, where in placed.items():
+        path = folder / where / artifact / "demo.gguf"
+        path.parent.mkdir(parents=True)
+        path.write_bytes(b"GGUF " + artifact.encode())
+        files[f"{where}/{artifact}/demo.gguf"] = {"sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+                                                  "size": path.stat().st_size}
+        artifacts[artifact] = {"status": "passed" if where == "publish" else "failed", "reason": "demo",
+                               "folder": f"{where}/{artifact}", "repo": f"demo-org/demo-{artifact.replace('/', '-')}",
+                               "not_run": []}
+    (folder / "manifest.json").write_text(json.dumps({
+        "model": "demo", "phi_forge_version": "0.0.0", "namespace": "demo-org", "provenance": {"kind": "local"},
+        "recipe_sha256": {"recipes/models/demo.yaml": "0" * 64}, "artifacts": artifacts, "files": files}))
 
 
-@pytest.mark.parametrize("failing", [False, True], ids=["all passed", "one failed"])
-def test_the_gate_fails_the_job_when_a_published_artifact_failed(tmp_path, failing):
-    publish = tmp_path / "artifacts" / "demo" / "publish"
-    write_record(publish / "gguf" / "Q8_0", "passed", {"kl": {"status": "passed"}})
-    write_record(publish / "onnx" / "cpu_and_mobile" / "cpu-int4", "failed" if failing else "passed",
-                 {"kl": {"status": "failed", "reason": "mean KL 0.3 > 0.25"} if failing else {"status": "passed"}})
-    result = subprocess.run([sys.executable, "-c", gate_script()], cwd=tmp_path, capture_output=True, text=True,
-                            env={**os.environ, "MODEL": "demo"})
-    assert result.returncode == (1 if failing else 0), result.stdout + result.stderr
-    if failing:
-        assert "::error::onnx/cpu_and_mobile/cpu-int4 failed: kl: mean KL 0.3 > 0.25" in result.stdout
-        assert "1 of 2 artifacts that would be published did not pass" in result.stderr
+@pytest.mark.parametrize("placed", [{"gguf/Q8_0": "publish", "gguf/F16": "held"}, {"gguf/F16": "held"}],
+                         ids=["one passed", "none passed"])
+def test_the_push_plan_step_fails_the_job_when_nothing_would_be_pushed(tmp_path, placed):
+    write_model(tmp_path, placed)
+    for name in (".venv", "pipeline"):
+        (tmp_path / name).symlink_to(ROOT / name)
+    script = step("Push plan (dry run)")["run"]
+    assert "--yes" not in script
+    result = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", script], cwd=tmp_path,
+                            capture_output=True, text=True,
+                            env={**os.environ, "MODEL": "demo", "HF_HUB_OFFLINE": "1", "HF_TOKEN": ""})
+    if "publish" in placed.values():
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "gguf/Q8_0 -> demo-org/demo-gguf-Q8_0" in result.stdout and "gguf/F16" not in result.stdout
+    else:
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert result.stderr.startswith("phi-forge: error: nothing to push for demo")
+
+
+def test_the_push_runs_after_the_plan_on_a_tag_with_a_token():
+    steps = yaml.safe_load(ARTIFACTS_WORKFLOW.read_text())["jobs"]["artifacts"]["steps"]
+    push = step("Push to the Hugging Face Hub")
+    assert steps.index(step("Push plan (dry run)")) + 1 == steps.index(push)
+    assert push["run"].strip() == '.venv/bin/python -m pipeline.push "artifacts/$MODEL" --yes'
+    assert push["if"] == "startsWith(github.ref, 'refs/tags/') && env.HF_TOKEN != ''"
