@@ -38,9 +38,9 @@ def atomic_file(target: Path):
 
 
 def link_or_copy(source: Path, target: Path):
-    """A hard link (no second copy on disk; a hub cache's symlink is followed to its blob), or a copy across
-    filesystems."""
+    """A hard link (no second copy on disk), or a copy across filesystems. A hub cache's snapshot file is a
+    relative symlink to its blob: the link is to the blob (Linux's link() links the symlink itself)."""
     try:
-        os.link(source, target)
+        os.link(Path(source).resolve(), target)
     except OSError:
         shutil.copy2(source, target)

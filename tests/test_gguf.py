@@ -155,12 +155,35 @@ def validate(root, tmp_path):
     return read_json(out)
 
 
+NEW_METADATA = ROOT / ".envs" / "gguf" / "llama.cpp" / "gguf-py" / "gguf" / "scripts" / "gguf_new_metadata.py"
+# The builder's metadata step on a converted GGUF, with the checkpoint's facts, which it prints for the script.
+WITH_CHAT_METADATA = ("import json, sys; from pathlib import Path; from pipeline.checkpoint import facts; "
+                      "from pipeline.targets.gguf.build import with_chat_metadata; f = facts(Path(sys.argv[3])); "
+                      "with_chat_metadata(Path(sys.argv[1]), Path(sys.argv[2]), f['end_of_turn'], f['chat_template']); "
+                      "print(json.dumps(f))")
+
+
+def test_chat_metadata_is_written_as_llama_cpps_script_writes_it(pipeline_run, tmp_path):
+    """The builder streams the tensor data where gguf_new_metadata.py maps it: the same bytes must come out."""
+    checkpoint = ARTIFACTS / MODELS[0] / "checkpoint"
+    converter = ROOT / ".envs" / "gguf" / "llama.cpp" / "convert_hf_to_gguf.py"
+    subprocess.run([GGUF_PYTHON, converter, checkpoint, "--outtype", "f16", "--outfile", tmp_path / "raw.gguf"],
+                   check=True, capture_output=True)
+    facts = json.loads(subprocess.run([GGUF_PYTHON, "-c", WITH_CHAT_METADATA, tmp_path / "raw.gguf",
+                                       tmp_path / "builder.gguf", checkpoint], check=True, capture_output=True,
+                                      text=True, cwd=ROOT).stdout)
+    subprocess.run([GGUF_PYTHON, NEW_METADATA, tmp_path / "raw.gguf", tmp_path / "script.gguf", "--special-token",
+                    "eot", facts["end_of_turn"], "--chat-template", facts["chat_template"], "--force"],
+                   check=True, capture_output=True, env={"PYTHONPATH": str(NEW_METADATA.parents[2])})
+    assert (tmp_path / "builder.gguf").read_bytes() == (tmp_path / "script.gguf").read_bytes()
+
+
 def test_wrong_eot_fails(pipeline_run, tmp_path):
     root, folder = broken_copy(tmp_path)
     gguf = folder / f"{BROKEN_MODEL}-{BROKEN_TYPE}.gguf"
-    script = ROOT / ".envs" / "gguf" / "llama.cpp" / "gguf-py" / "gguf" / "scripts" / "gguf_new_metadata.py"
-    subprocess.run([GGUF_PYTHON, script, gguf, tmp_path / "wrong.gguf", "--special-token", "eot", "<|endoftext|>",
-                    "--force"], check=True, capture_output=True, env={"PYTHONPATH": str(script.parents[2])})
+    subprocess.run([GGUF_PYTHON, NEW_METADATA, gguf, tmp_path / "wrong.gguf", "--special-token", "eot",
+                    "<|endoftext|>", "--force"], check=True, capture_output=True,
+                   env={"PYTHONPATH": str(NEW_METADATA.parents[2])})
     shutil.move(tmp_path / "wrong.gguf", gguf)
     record = validate(root, tmp_path)
     assert record["status"] == "failed"
