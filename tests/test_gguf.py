@@ -1,5 +1,6 @@
 """GGUF target: every type and Modelfile of every fixture as the pipeline run built and validated them, and
 broken copies (wrong eot, truncated file, wrong Modelfile template, wrong stop list) that the validator fails."""
+import json
 import shutil
 import subprocess
 
