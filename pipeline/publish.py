@@ -82,11 +82,11 @@ PUBLISH, HELD = "publish", "held"  # the folders under artifacts/<model>/: what 
 
 
 def destination(record: dict) -> str:
-    """publish/ for an artifact that passed on the device it is built for; held/ for a failed one, and for one
-    validated on a stand-in (a CUDA or DirectML graph run on the CPU provider here)."""
+    """publish/ for an artifact that passed on the device it is built for; held/ for a failed one, for one
+    validated on a stand-in (a CUDA or DirectML graph run on the CPU provider here), and for random weights."""
     device = record["device"]
     on_its_device = device["used"].lower().startswith(device["intended"])  # used: "CPU (openvino 2026.4 ...)"
-    return PUBLISH if record["status"] == "passed" and on_its_device else HELD
+    return PUBLISH if record["status"] == "passed" and on_its_device and not record.get("cost_only") else HELD
 
 
 def repo_id(namespace: str, model: str, artifact: str) -> str:
@@ -99,6 +99,8 @@ def ollama_name(namespace: str, model: str, name: str) -> str:
 
 
 def held_notice(record: dict) -> str:
+    if record.get("cost_only"):
+        return "> **Held back: random weights.** A scale benchmark's checkpoint: for cost, not for use.\n\n"
     if record["status"] == "failed":
         return f"> **Held back: failed validation.** {record.get('reason', '')}\n\n"
     device = record["device"]

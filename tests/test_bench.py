@@ -1,0 +1,27 @@
+"""The scale benchmark's code path on the smallest real shape (one layer of Phi-3-mini-4k's width and vocabulary,
+0.6 GB): every stage it is asked for runs through the workflow, its figures are Snakemake's own benchmark files,
+beside the tool by hand. Figures are the benchmark's to print; here only that they were measured."""
+import json
+
+from conftest import SNAKEMAKE, read_json, run
+from pipeline.fixtures import shapes
+
+PYTHON = SNAKEMAKE.parent / "python"
+
+
+def test_scale_benchmark_measures_each_stage_and_the_tool_by_hand(pipeline_run, tmp_path):
+    out = tmp_path / "scale.json"
+    run([PYTHON, "-m", "pipeline.bench.scale", "--layers", "1", "--artifacts", "gguf/F16", "--work",
+         tmp_path / "work", "--out", out])
+    [depth] = read_json(out)["depths"]
+    hub = shapes.SHAPES["phi3-mini-4k"]["hub"]
+    hidden, intermediate, vocab = hub["hidden"], hub["intermediate"], 32064  # the hub's config.json
+    per_layer = hidden * 3 * hidden + hidden * hidden + 2 * intermediate * hidden + intermediate * hidden + 2 * hidden
+    assert depth["weights_bytes"] == 2 * (2 * vocab * hidden + per_layer + hidden)  # bf16: the real shape, 1 layer
+    assert {"fixture", "pull", "gguf/F16"} <= set(depth["stages"])
+    for stage, figures in depth["stages"].items():
+        assert figures["wall_s"] > 0 and figures["max_rss_mb"] > 0, (stage, figures)
+    assert depth["by_hand"]["gguf/F16"]["wall_s"] > 0
+    assert depth["disk_bytes"]["gguf/F16"] >= depth["weights_bytes"]  # F16 of bf16 weights: no smaller
+    assert not (tmp_path / "work" / "repo" / "artifacts").exists(), "each depth's artifacts are removed"
+    assert json.loads(out.read_text())["machine"]["cores"] > 0
