@@ -111,8 +111,14 @@ def validation_params(wildcards):
 
 
 def checkpoint_mem_mb(wildcards, input):
+    """A build's memory from its spec (measured per target by the scale benchmark); the reference's default."""
     return resources.mem_mb(input.checkpoint, spec(wildcards)["memory"] if "target" in wildcards.keys()
                             else recipes.DEFAULT_MEMORY)
+
+
+def validation_mem_mb(wildcards, input):
+    """The default for every validation: the scale benchmark has not yet measured them at a real size."""
+    return resources.mem_mb(input.checkpoint)
 
 
 def checkpoint_runtime(wildcards, input):

@@ -15,7 +15,7 @@ rule validate:
         "benchmarks/{model}/validate/{target}/{artifact}.tsv"
     threads: 2
     resources:
-        mem_mb=checkpoint_mem_mb,
+        mem_mb=validation_mem_mb,
         runtime=checkpoint_runtime,
     shadow: SHADOW
     shell:

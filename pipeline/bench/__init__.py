@@ -66,8 +66,12 @@ def target_main(target: str, by_hand, argv=None):
     args = parser.parse_args(argv)
     recipe = recipes.load_supported(args.model)
     checkpoint = args.checkpoint or Path("artifacts") / args.model / "checkpoint"
-    specs = [s for s in recipes.artifacts(recipe) if s["target"] == target and not s["refused"]
-             and (not args.artifacts or s["name"] in args.artifacts)]
+    wanted = set(args.artifacts or [s["name"] for s in recipes.artifacts(recipe) if s["target"] == target])
+    for name in list(wanted):  # and the artifacts they are made from
+        while name := recipes.artifact(recipe, target, name)["options"].get("base"):
+            wanted.add(name)
+    specs = [recipes.artifact(recipe, target, name) for name in sorted(wanted)]
+    specs = [s for s in specs if not s["refused"]]
     rows = []
     with tempfile.TemporaryDirectory(dir=Path.cwd()) as scratch:  # beside the artifacts: no /tmp of model size
         ours, hand = Path(scratch) / "phi-forge", Path(scratch) / "by-hand"

@@ -132,6 +132,8 @@ def fit(depths: list[dict], stage: str, field: str) -> tuple[float, float] | Non
     n, sx, sy = len(points), sum(x for x, _ in points), sum(y for _, y in points)
     sxx, sxy = sum(x * x for x, _ in points), sum(x * y for x, y in points)
     slope = (n * sxy - sx * sy) / (n * sxx - sx * sx)
+    if slope < 0:  # flat within the noise (a converter that streams): the largest figure, not less for more
+        return max(y for _, y in points), 0.0
     return (sy - slope * sx) / n, slope
 
 

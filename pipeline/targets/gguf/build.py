@@ -118,15 +118,14 @@ def quantize(base: Path, spec: dict, out: Path, threads: int):
 
 def build(checkpoint_folder: Path, spec: dict, facts: dict, out: Path, base: Path | None = None, threads: int = 1):
     """Into `out` (a scratch folder the caller renames into place): the GGUF, its Modelfile and LICENSE."""
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(checkpoint_folder)
-    template = modelfile.ollama_template(tokenizer, facts["chat_template"])
     name = gguf_name(spec["model"], spec["name"])
     if "base" in spec["options"]:
         quantize(base, spec, out / name, threads)
     else:
         convert(checkpoint_folder, spec, facts, out / name)
+    from transformers import AutoTokenizer  # only now: its memory would add to the converter's and the quantizer's
+
+    template = modelfile.ollama_template(AutoTokenizer.from_pretrained(checkpoint_folder), facts["chat_template"])
     license_text = (checkpoint_folder / "LICENSE").read_text()
     (out / "Modelfile").write_text(modelfile.write(name, template, facts["stop_tokens"],
                                                    modelfile.num_ctx(spec, facts), license_text))
