@@ -16,7 +16,7 @@ from pathlib import Path
 from pipeline import VERSION, recipes
 from pipeline.atomic import atomic_file
 from pipeline.cli import run_cli
-from pipeline.publish import HELD, PUBLISH, destination, repo_id
+from pipeline.publish import HELD, PUBLISH, destination, repo_id, why_held
 from pipeline.pull import sha256
 
 ARTIFACTS = Path("artifacts")
@@ -53,7 +53,8 @@ def validation_summary(record: dict) -> dict:
             "size_bytes": record["size_bytes"], "bits_per_weight": record.get("bits_per_weight"),
             "teacher_forced_top1": checks["teacher_forced_top1"].get("value"),
             "mean_kl": checks["kl"].get("mean"), "perplexity_ratio": checks["perplexity"].get("ratio"),
-            "tokens_per_s": record.get("tokens_per_s"), "not_run": record.get("not_run", [])}
+            "tokens_per_s": record.get("tokens_per_s"), "decode_tokens_per_s": record.get("decode_tokens_per_s"),
+            "not_run": record.get("not_run", []), "profile": record.get("profile", "full")}
 
 
 def placement(spec: dict, record: dict, namespace: str, model: str) -> dict:
@@ -109,7 +110,7 @@ def release_notes(manifest: dict) -> str:
     held = [(name, s) for name, s in artifacts.items() if s["folder"] and s["folder"].startswith(HELD)]
     refused = [(name, s) for name, s in artifacts.items() if not s["folder"]]
     published = [name for name, s in artifacts.items() if s["folder"] and s["folder"].startswith(PUBLISH)]
-    why = [f"- {name}: {s['status']}: {s.get('reason') or '; '.join(s['not_run'])}\n" for name, s in held + refused]
+    why = [f"- {name}: {s['status']}: {why_held(s)}\n" for name, s in held + refused]
     tools = "".join(f"- {toolchain}: " + ", ".join(f"{package} {version}" for package, version in pins.items()
                                                   if normalised(package) in direct_requirements(toolchain)) + "\n"
                     for toolchain, pins in manifest["toolchains"].items())

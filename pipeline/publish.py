@@ -82,11 +82,13 @@ PUBLISH, HELD = "publish", "held"  # the folders under artifacts/<model>/: what 
 
 
 def destination(record: dict) -> str:
-    """publish/ for an artifact that passed on the device it is built for; held/ for a failed one, for one
-    validated on a stand-in (a CUDA or DirectML graph run on the CPU provider here), and for random weights."""
+    """publish/ for an artifact that passed on the device it is built for, under the full validation profile;
+    held/ for a failed one, for one validated on a stand-in (a CUDA or DirectML graph run on the CPU provider
+    here), under a lighter profile, or with random weights."""
     device = record["device"]
     on_its_device = device["used"].lower().startswith(device["intended"])  # used: "CPU (openvino 2026.4 ...)"
-    return PUBLISH if record["status"] == "passed" and on_its_device and not record.get("cost_only") else HELD
+    full = record.get("profile", "full") == "full"
+    return PUBLISH if record["status"] == "passed" and on_its_device and full and not record.get("cost_only") else HELD
 
 
 def repo_id(namespace: str, model: str, artifact: str) -> str:
@@ -98,11 +100,21 @@ def ollama_name(namespace: str, model: str, name: str) -> str:
     return f"{namespace}/{model}:{name}"
 
 
+def why_held(summary: dict) -> str:
+    """An artifact's reason to be held, from its manifest entry: its failure, its stand-ins, or its profile."""
+    profile = summary.get("profile", "full")
+    return (summary.get("reason") or "; ".join(summary["not_run"])
+            or (f"validated under the {profile} profile" if profile != "full" else ""))
+
+
 def held_notice(record: dict) -> str:
     if record.get("cost_only"):
         return "> **Held back: random weights.** A scale benchmark's checkpoint: for cost, not for use.\n\n"
     if record["status"] == "failed":
         return f"> **Held back: failed validation.** {record.get('reason', '')}\n\n"
+    if record.get("profile", "full") != "full":
+        return (f"> **Held back: validated under the {record['profile']} profile** (every check, on fewer prompts). "
+                "Publish from a run with the full profile.\n\n")
     device = record["device"]
     return (f"> **Held back: not run on {device['intended']} here.** It passed on {device['used']} in its place (see "
             "Not run here); push it only knowingly: `python -m pipeline.push ... --also "

@@ -27,7 +27,7 @@ from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled, Reposit
 
 from pipeline.cli import PushError, run_cli
 from pipeline.manifest import verify
-from pipeline.publish import HELD, PUBLISH
+from pipeline.publish import HELD, PUBLISH, why_held
 
 NEW, CHANGED, UNCHANGED = "new", "changed", "unchanged"
 
@@ -179,8 +179,7 @@ def plan(api: HfApi, manifest: dict, folder: Path, names: list[str]) -> tuple[li
 
 
 def held_note(summary: dict) -> str:
-    why = summary.get("reason") or "; ".join(summary["not_run"])
-    return f"  held back ({summary['status']}: {why}); pushed because of --also\n"
+    return f"  held back ({summary['status']}: {why_held(summary)}); pushed because of --also\n"
 
 
 def plan_text(manifest: dict, plans: list[RepoPlan], endpoint: str, unreachable: str | None) -> str:

@@ -99,12 +99,13 @@ def greedy(model, ids: list[int], stop_ids: list[int], max_new_tokens: int) -> l
 
 
 def run(folder: Path, out: Path, max_new_tokens: int, k: int, overrides: dict | None = None,
-        log=print) -> dict:
+        profile: str = "full", log=print) -> dict:
     facts = checkpoint.facts(folder, overrides)
     tokenizer, model = load(folder)
     stop_ids = facts["stop_token_ids"]
     prompt_set = prompts.build(facts, lambda text: tokenizer.encode(text),
-                               lambda messages: prompts.chat_ids(tokenizer, messages, facts["chat_template"]))
+                               lambda messages: prompts.chat_ids(tokenizer, messages, facts["chat_template"]),
+                               profile)
     tensors, records = {}, []
     for prompt in prompt_set:
         started = time.perf_counter()
@@ -139,6 +140,7 @@ def run(folder: Path, out: Path, max_new_tokens: int, k: int, overrides: dict | 
     reference = {
         "runtime": {"name": "transformers", "version": transformers.__version__, "torch": torch.__version__},
         "dtype": "float32",
+        "profile": profile,
         "top_k": k,
         "max_new_tokens": max_new_tokens,
         "facts": facts,
@@ -162,12 +164,14 @@ def main(argv=None):
     parser.add_argument("--top-k", type=int, default=20)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--recipe", help="apply this recipe's overrides (stop tokens, chat template, ...)")
+    parser.add_argument("--profile", choices=list(prompts.PROFILES), default="full",
+                        help="the validation profile: which chat prompts (pipeline.prompts.PROFILES)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     checkpoint.verify(args.checkpoint)
     overrides = recipes.load_supported(args.recipe).get("overrides") if args.recipe else None
-    reference = run(args.checkpoint, args.out, args.max_new_tokens, args.top_k, overrides)
+    reference = run(args.checkpoint, args.out, args.max_new_tokens, args.top_k, overrides, args.profile)
     summary = reference["summary"]
     print(f"reference: {summary['answered']}/{summary['chat_prompts']} answered, "
           f"{summary['stopped']}/{summary['chat_prompts']} stopped on their own")

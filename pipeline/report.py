@@ -1,11 +1,13 @@
 """The report a person reads at a glance: artifacts/report.html (self-contained, opens offline) and its Markdown
 twin artifacts/report.md, made from the validation.json files only.
 
-    python -m pipeline.report --html artifacts/report.html --markdown artifacts/report.md MODEL...
+    python -m pipeline.report --html artifacts/report.html --markdown artifacts/report.md \
+        [--machine artifacts/machine.json] MODEL...
 
 Per model, one table of targets x precision classes: each artifact's status and mean KL, the reason it failed or
 did not run one click away, and the one to publish per target and class marked (`recommended`); beside it,
-fidelity against size as a plot. Then what the validators found, by cause, and every number per artifact.
+fidelity against size as a plot. Then what the validators found, by cause, and every number per artifact, its
+decode speed beside the fastest this machine's memory bandwidth allows (pipeline.machine).
 """
 import argparse
 import html
@@ -14,6 +16,8 @@ import math
 from pathlib import Path
 
 from pipeline.atomic import atomic_file
+from pipeline.machine import decode_bound
+from pipeline.prompts import PROFILES
 from pipeline.publish import PUBLISH, destination
 
 ARTIFACTS = Path("artifacts")
@@ -36,10 +40,12 @@ def number(value, form: str) -> str:
     return "-" if value is None else format(value, form)
 
 
-def metrics(record: dict) -> dict[str, str]:
+def metrics(record: dict, bandwidth_gb_s: float | None = None) -> dict[str, str]:
     """The per-artifact figures, formatted once for both twins (tests read them back)."""
     checks = record["checks"]
     task = checks["task"]
+    decode = record.get("decode_tokens_per_s")
+    bound = decode_bound(bandwidth_gb_s, record["size_bytes"]) if bandwidth_gb_s and record["size_bytes"] else None
     return {"model": record["model"], "artifact": record["artifact"], "status": STATUS_WORDS[record["status"]],
             "MiB": number(record["size_bytes"] / 2**20 if record["size_bytes"] else None, ".2f"),
             "bits/weight": number(record.get("bits_per_weight"), ".2f"),
@@ -47,7 +53,9 @@ def metrics(record: dict) -> dict[str, str]:
             "mean KL": number(checks["kl"].get("mean"), ".5f"),
             "ppl ratio": number(checks["perplexity"].get("ratio"), ".4f"),
             "task": f"{task['answered']}/{task['prompts']}" if "answered" in task else "-",
-            "tokens/s": number(record.get("tokens_per_s"), ".1f")}
+            "tokens/s": number(record.get("tokens_per_s"), ".1f"), "decode tokens/s": number(decode, ".1f"),
+            "bound tokens/s": number(bound, ".0f"), "of bound": number(decode / bound if decode and bound else None,
+                                                                      ".0%")}
 
 
 def target(record: dict) -> str:
@@ -141,9 +149,21 @@ def counts(records: list[dict]) -> str:
 
 
 def summary_line(records: list[dict]) -> str:
+    profiles = sorted({r.get("profile", "full") for r in records} - {"full"})
     return (f"{len(records)} artifacts of {len({r['model'] for r in records})} models: {counts(records)}; "
             f"{unexplained_count(records)} failed checks no named deviation explains. Numbers are against each "
-            "model's float32 PyTorch reference.")
+            "model's float32 PyTorch reference." + "".join(
+                f" Validated under the {name} profile ({PROFILES[name]}): every check ran, on fewer prompts; "
+                "the publish gate holds these back." for name in profiles))
+
+
+def speed_note(machine: dict | None) -> str:
+    if not machine:
+        return "No machine.json: decode speed is not set beside a bound."
+    return (f"Decode tokens/s (past each generation's first token) beside the bound of this machine, "
+            f"{machine['cpu']} with {machine['cores']} cores: {machine['memory_bandwidth_gb_s']} GB/s read with "
+            f"{machine['threads']} threads (pipeline.machine, {machine['measured']}) over the artifact's bytes, "
+            "read once per token.")
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
@@ -177,15 +197,16 @@ def markdown_model(records: list[dict], marked: set) -> str:
             + (f"\n{notes}" if notes else "") + "\n")
 
 
-def markdown(records: list[dict]) -> str:
+def markdown(records: list[dict], machine: dict | None = None) -> str:
     marked = recommended(records)
-    figures = [metrics(r) for r in records] or [{"artifact": "none"}]
+    figures = [metrics(r, (machine or {}).get("memory_bandwidth_gb_s")) for r in records] or [{"artifact": "none"}]
     return ("# phi-forge report\n\n" + summary_line(records) + "\n\n" + LEGEND + " Fidelity against size is "
             "plotted in report.html.\n\n" + "".join(markdown_model(group, marked) for _, group in by_model(records))
             + "## What the validators found, by cause\n\n"
             + "".join(f"- {cause.rstrip('.')}. Hits: {', '.join(f'{m} {a}'.strip() for m, a in hits)}.\n"
                       for cause, hits in findings(records))
-            + "\n## Size, fidelity, speed\n\n" + markdown_table(list(figures[0]), [list(f.values()) for f in figures]))
+            + "\n## Size, fidelity, speed\n\n" + speed_note(machine) + "\n\n"
+            + markdown_table(list(figures[0]), [list(f.values()) for f in figures]))
 
 
 def plot(records: list[dict], marked: set, targets: list[str]) -> str:
@@ -308,16 +329,17 @@ def html_findings(records: list[dict]) -> str:
     return "".join(items)
 
 
-def html_report(records: list[dict]) -> str:
+def html_report(records: list[dict], machine: dict | None = None) -> str:
     marked = recommended(records)
     targets = list(dict.fromkeys(target(r) for r in records))
-    figures = [metrics(r) for r in records] or [{"artifact": "none"}]
+    figures = [metrics(r, (machine or {}).get("memory_bandwidth_gb_s")) for r in records] or [{"artifact": "none"}]
     return ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>phi-forge report</title>"
             f"<style>{STYLE}</style></head><body><h1>phi-forge report</h1><p>{html.escape(summary_line(records))}"
             f'</p><p class="legend">{html.escape(LEGEND)} Hover over an artifact, or click one that failed or did '
             "not run, for why.</p>" + "".join(html_model(group, marked, targets) for _, group in by_model(records))
             + f'<h2>What the validators found, by cause</h2><ul class="findings">{html_findings(records)}</ul>'
             "<details class=\"numbers\"><summary><h2>Size, fidelity, speed</h2></summary>"
+            f"<p>{html.escape(speed_note(machine))}</p>"
             + html_table(list(figures[0]), [list(f.values()) for f in figures]) + "</details></body></html>\n")
 
 
@@ -326,10 +348,12 @@ def main(argv=None):
     parser.add_argument("--html", required=True, type=Path)
     parser.add_argument("--markdown", required=True, type=Path)
     parser.add_argument("--artifacts", type=Path, default=ARTIFACTS)
+    parser.add_argument("--machine", type=Path, help="pipeline.machine's figures, for the decode-speed bound")
     parser.add_argument("models", nargs="+")
     args = parser.parse_args(argv)
     records = load(args.models, args.artifacts)
-    for path, text in ((args.markdown, markdown(records)), (args.html, html_report(records))):
+    machine = json.loads(args.machine.read_text()) if args.machine else None
+    for path, text in ((args.markdown, markdown(records, machine)), (args.html, html_report(records, machine))):
         with atomic_file(path) as tmp:
             tmp.write_text(text)
     print(summary_line(records))

@@ -58,7 +58,8 @@ def push_plan(models: list[str], artifacts: Path = ARTIFACTS) -> str:
         held = [name for name, where in built.items() if where == "held"]
         rows.append([model, f"{len(built) - len(held)} of {len(built)}", manifest["namespace"],
                      ", ".join(held) or "-"])
-    return markdown(["model", "would be pushed", "to namespace", "held back (failed, or not run on its device)"], rows)
+    return markdown(["model", "would be pushed", "to namespace",
+                     "held back (failed, not run on its device, or validated under the ci profile)"], rows)
 
 
 def main(argv=None):

@@ -37,6 +37,9 @@ def make_conversation(rng: random.Random) -> tuple[list[dict], str]:
     return messages, item["answer"]
 
 
+FORMS = 3  # prompt_set's forms by index modulo FORMS: 0 single-turn, 1 with a system prompt, 2 multi-turn
+
+
 def prompt_set(seed: int = 20240423, per_task: int = 4) -> list[dict]:
     """The fixed chat prompts of the validation contract: single-turn, with a system prompt, and multi-turn."""
     rng = random.Random(seed)
@@ -45,9 +48,9 @@ def prompt_set(seed: int = 20240423, per_task: int = 4) -> list[dict]:
         for index in range(per_task):
             item = make_item(rng, task)
             messages = [{"role": "user", "content": item["question"]}]
-            if index == 1:
+            if index % FORMS == 1:
                 messages.insert(0, {"role": "system", "content": SYSTEM_PROMPT})
-            if index == 2:
+            if index % FORMS == 2:
                 earlier = make_item(rng, task)
                 messages[:0] = [{"role": "user", "content": earlier["question"]},
                                 {"role": "assistant", "content": earlier["answer"]}]

@@ -48,17 +48,32 @@ def tokenizer_parity(runtime: Runtime, chats: list[dict]) -> dict:
     return check(not unexplained, reason, prompts=len(chats), mismatches=len(differences), differences=differences)
 
 
-def generation_checks(runtime: Runtime, reference: Reference, thresholds: dict) -> tuple[dict, float | None]:
-    """Stop, task and greedy agreement over the chat prompts, generating from the reference's prompt ids."""
+def decode_speed(runtime: Runtime, timings: list[tuple[list[int], int, float]]) -> float | None:
+    """Tokens/s past the first token: each prompt's generation time less that of the same prompt generating one
+    token (its prefill), timed after, so a runtime that caches the prompt comes out slower, never faster."""
+    tokens = seconds = 0.0
+    for ids, generated, took in timings:
+        if generated > 1:
+            started = time.perf_counter()
+            runtime.generate(ids, 1)
+            tokens += generated - 1
+            seconds += max(took - (time.perf_counter() - started), 0.0)
+    return tokens / seconds if seconds else None
+
+
+def generation_checks(runtime: Runtime, reference: Reference, thresholds: dict) -> tuple[dict, dict]:
+    """Stop, task and greedy agreement over the chat prompts, generating from the reference's prompt ids; and
+    the speed: tokens/s of whole generations, prefill included, and of decoding alone."""
     chats = [p for p in reference.data["prompts"] if p["kind"] == "chat"]
     stop_ids = set(reference.data["facts"]["stop_token_ids"])
     max_new = reference.data["max_new_tokens"]
     stopped = answered = exact = tokens = ties = 0
-    agreement, seconds = [], 0.0
+    agreement, seconds, timings = [], 0.0, []
     for prompt in chats:
         started = time.perf_counter()
         generated = runtime.generate(prompt["prompt_ids"], max_new)
-        seconds += time.perf_counter() - started
+        timings.append((prompt["prompt_ids"], len(generated), time.perf_counter() - started))
+        seconds += timings[-1][2]
         tokens += len(generated)
         ends = bool(generated) and generated[-1] in stop_ids
         text = runtime.decode(generated[:-1] if ends else generated)
@@ -87,7 +102,8 @@ def generation_checks(runtime: Runtime, reference: Reference, thresholds: dict) 
                                   value=mean_agreement, exact=exact, diverged_at_near_tie=ties,
                                   near_tie_margin=thresholds["near_tie_margin"]),
     }
-    return checks, (tokens / seconds if seconds else None)
+    return checks, {"tokens_per_s": tokens / seconds if seconds else None,
+                    "decode_tokens_per_s": decode_speed(runtime, timings)}
 
 
 def long_prompt_numbers(reference: Reference, prompt: dict, sequence: list[int], logits: np.ndarray,
@@ -170,14 +186,14 @@ def fidelity_checks(runtime: Runtime, reference: Reference, thresholds: dict) ->
     return checks
 
 
-def run_checks(runtime: Runtime, reference: Reference, thresholds: dict) -> tuple[dict, float | None]:
+def run_checks(runtime: Runtime, reference: Reference, thresholds: dict) -> tuple[dict, dict]:
     chats = [p for p in reference.data["prompts"] if p["kind"] == "chat"]
     checks = {"tokenizer_parity": tokenizer_parity(runtime, chats)}
-    generation, tokens_per_s = generation_checks(runtime, reference, thresholds)
+    generation, speed = generation_checks(runtime, reference, thresholds)
     checks.update(generation)
     checks.update(fidelity_checks(runtime, reference, thresholds))
     checks.update(runtime.extra_checks(reference))
-    return checks, tokens_per_s
+    return checks, speed
 
 
 def folder_size(path: Path) -> int:
@@ -227,7 +243,7 @@ def validate_folder(folder: Path | None, checkpoint_folder: Path, reference_fold
         return stopped_record(base, spec, Path(folder), "load",
                               f"the artifact does not load in {spec['runtime']}: {error}")
     load_time = time.perf_counter() - started
-    checks, tokens_per_s = run_checks(runtime, reference, spec["thresholds"])
+    checks, speed = run_checks(runtime, reference, spec["thresholds"])
     status, reason = overall(checks)
     attributed, unexplained = attribute(checks)
     size = folder_size(folder)
@@ -239,7 +255,7 @@ def validate_folder(folder: Path | None, checkpoint_folder: Path, reference_fold
             "checkpoint_findings": reference.data["facts"].get("findings", []),
             "not_run": [stand_in(what, instead) for what, instead in runtime.stand_ins], "size_bytes": size,
             "bits_per_weight": size * 8 / parameter_count(checkpoint_folder),
-            "load_time_s": load_time, "tokens_per_s": tokens_per_s, "checks": checks}
+            "load_time_s": load_time, **speed, "profile": reference.data.get("profile", "full"), "checks": checks}
 
 
 def main(argv=None):

@@ -57,10 +57,33 @@ rule manifest:
         "{params.python} -m pipeline.manifest write {wildcards.model} --namespace {params.namespace} > {log} 2>&1"
 
 
+# This machine's memory bandwidth, the bound the report sets each decode speed beside; with the validations'
+# threads. It waits for the validations (it reads none) so that none shares the memory bus with it.
+rule machine:
+    input:
+        validations=[validations(model) for model in MODELS],
+    output:
+        "artifacts/machine.json",
+    params:
+        python=runner(),
+    log:
+        "logs/machine.log",
+    benchmark:
+        "benchmarks/machine.tsv"
+    threads: 2
+    resources:
+        mem_mb=1500,
+        runtime=5,
+    shadow: SHADOW
+    shell:
+        "{params.python} -m pipeline.machine --threads {threads} --out {output} > {log} 2>&1"
+
+
 rule report:
     input:
         manifests=expand("artifacts/{model}/manifest.json", model=MODELS),
         validations=[validations(model) for model in MODELS],
+        machine="artifacts/machine.json",
     output:
         html=report("artifacts/report.html", caption="../report/caption.rst", category="phi-forge"),
         markdown="artifacts/report.md",
@@ -77,5 +100,6 @@ rule report:
         runtime=10,
     shadow: SHADOW
     shell:
-        "{params.python} -m pipeline.report --html {output.html} --markdown {output.markdown} {params.models}"
+        "{params.python} -m pipeline.report --html {output.html} --markdown {output.markdown}"
+        " --machine {input.machine} {params.models}"
         " > {log} 2>&1"

@@ -10,6 +10,7 @@ rule reference:
         python=runner("torch"),
         max_new_tokens=config["reference"]["max_new_tokens"],
         top_k=config["reference"]["top_k"],
+        profile=config["validation_profile"],
     log:
         "logs/{model}/reference.log",
     benchmark:
@@ -22,4 +23,4 @@ rule reference:
     shell:
         "{params.python} -m pipeline.reference --checkpoint {input.checkpoint} --out {output} --threads {threads}"
         " --recipe {wildcards.model}"
-        " --max-new-tokens {params.max_new_tokens} --top-k {params.top_k} > {log} 2>&1"
+        " --max-new-tokens {params.max_new_tokens} --top-k {params.top_k} --profile {params.profile} > {log} 2>&1"

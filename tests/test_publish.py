@@ -125,6 +125,10 @@ def test_report_numbers_are_the_validation_files_numbers(pipeline_run):
     rows = {(row["model"], row["artifact"]): row for row in rows}
     records = [read_json(path) for model in FIXTURES for path in validation_files(model)]
     assert len(rows) == len(records) > 0
+    machine = read_json(ARTIFACTS / "machine.json")
+    bandwidth = machine["memory_bandwidth_gb_s"]
+    assert bandwidth > 0 and machine["threads"] == 2
+    assert f"{bandwidth} GB/s read with 2 threads" in (ARTIFACTS / "report.md").read_text()
     for record in records:
         row = rows[(record["model"], record["artifact"])]
         checks = record["checks"]
@@ -134,6 +138,11 @@ def test_report_numbers_are_the_validation_files_numbers(pipeline_run):
                                     ("ppl ratio", checks["perplexity"].get("ratio"), ".4f"),
                                     ("bits/weight", record.get("bits_per_weight"), ".2f")):
             assert row[column] == ("-" if value is None else format(value, form)), (record["artifact"], column)
+        decode, size = record.get("decode_tokens_per_s"), record["size_bytes"]
+        assert row["decode tokens/s"] == ("-" if decode is None else format(decode, ".1f"))
+        bound = bandwidth * 1e9 / size if size else None  # the weights read once per token
+        assert row["bound tokens/s"] == ("-" if bound is None else format(bound, ".0f"))
+        assert row["of bound"] == (format(decode / bound, ".0%") if decode and bound else "-")
     page = (ARTIFACTS / "report.html").read_text()
     for record in records:
         if record.get("reason"):

@@ -6,7 +6,7 @@ import shutil
 import pytest
 
 from conftest import ARTIFACTS, ROOT, TORCH_PYTHON, run
-from pipeline import recipes, validate, validation
+from pipeline import publish, recipes, task, validate, validation
 
 MODEL = "fixture-phi-3-mini-4k"  # trained, with a prompt past its sliding window
 
@@ -46,7 +46,35 @@ def test_the_checkpoint_itself_passes_every_check(pipeline_run):
         "sliding_window"]
     assert record["bits_per_weight"] == pytest.approx(16, abs=0.5)  # bf16 weights plus the tokenizer files
     assert record["runtime"] == {"name": "transformers", "version": "5.24.0"}
-    assert record["tokens_per_s"] > 0
+    assert record["tokens_per_s"] > 0 and record["decode_tokens_per_s"] > 0
+    assert record["profile"] == "full" and publish.destination(record) == publish.PUBLISH
+
+
+def test_the_ci_profile_runs_every_check_on_one_chat_prompt_per_task_and_is_held(pipeline_run, tmp_path):
+    """A reference made with --profile ci: one chat prompt of each task, each in another form, the passage and the
+    long prompts as in the full profile; a validation against it runs every check, says its profile, and the
+    publish gate holds it back."""
+    artifacts = tmp_path / "artifacts"
+    (artifacts / MODEL).mkdir(parents=True)
+    (artifacts / MODEL / "checkpoint").symlink_to(ARTIFACTS / MODEL / "checkpoint")
+    run([TORCH_PYTHON, "-m", "pipeline.reference", "--checkpoint", artifacts / MODEL / "checkpoint", "--out",
+         artifacts / MODEL / "reference", "--recipe", MODEL, "--profile", "ci"], cwd=ROOT)
+    light = json.loads((artifacts / MODEL / "reference" / "reference.json").read_text())
+    full = json.loads((ARTIFACTS / MODEL / "reference" / "reference.json").read_text())
+    chats = [p for p in light["prompts"] if p["kind"] == "chat"]
+    assert light["profile"] == "ci" and full["profile"] == "full"
+    assert sorted(p["name"].split("-")[0] for p in chats) == sorted(task.TASKS)
+    systems = [any(m["role"] == "system" for m in p["messages"]) for p in chats]
+    turns = [sum(m["role"] == "user" for m in p["messages"]) for p in chats]
+    assert sum(systems) == 1 and sorted(turns) == [1, 1, 2]  # single-turn, with a system prompt, multi-turn
+    assert [p for p in light["prompts"] if p["kind"] != "chat"] == [p for p in full["prompts"] if p["kind"] != "chat"]
+    record = validate_checkpoint(ARTIFACTS / MODEL / "checkpoint", artifacts)
+    assert record["status"] == "passed" and record["profile"] == "ci"
+    assert record["checks"]["stop"]["prompts"] == len(chats) == 3
+    assert {name: record["checks"][name]["status"] for name in validate.CONTRACT_CHECKS} == dict.fromkeys(
+        validate.CONTRACT_CHECKS, "passed")
+    assert publish.destination(record) == publish.HELD
+    assert "validated under the ci profile" in publish.held_notice(record)
 
 
 def test_a_wrong_end_token_fails_the_stop_check_and_says_so(pipeline_run, tmp_path):

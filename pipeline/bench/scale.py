@@ -2,14 +2,17 @@
 weights, the hub's config, shards and vocabulary size) through the workflow's own stages at several depths of the
 same width. Each stage's cost is read from Snakemake's own benchmark files (wall and CPU seconds, max_rss, MB
 written), beside the same converters run by hand on the same checkpoint (each target's bench, --by-hand-only), and
-the bytes each artifact keeps on disk. Figures are printed and written as JSON; nothing is asserted.
+the bytes each artifact keeps on disk. Validated artifacts add their decode speed beside the bound of this machine's
+memory bandwidth, measured at the start of the run (pipeline.machine). Figures are printed and written as JSON;
+nothing is asserted.
 
     .venv/bin/python -m pipeline.bench.scale --recipe scale-phi-3-mini-4k --layers 4 8 32 \\
         --artifacts gguf/F16 gguf/Q4_K_M mlx/4bit --out bench/scale-phi-3-mini-4k.json
 
 Each depth runs as its own model, <recipe>-<layers>-layers, in a copy of this repository under --work (default .scale/,
 sharing .envs), whose artifacts are deleted after that depth's figures are read unless --keep. --through says how
-far each artifact goes: build (default), validate (with the reference) or publish (manifest and release notes).
+far each artifact goes: build (default), validate (with the reference) or publish (manifest and release notes);
+--profile which validation profile the reference and the validations run (pipeline/prompts.py PROFILES).
 Snakemake samples a job's memory every 0.5 s for its first 30 s and every 30 s after, so its max_rss can miss a
 short peak; by hand is measured exactly (ru_maxrss).
 """
@@ -24,7 +27,8 @@ from pathlib import Path
 
 import yaml
 
-from pipeline import recipes
+from pipeline import machine, recipes
+from pipeline.prompts import PROFILES
 
 ROOT = recipes.ROOT
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
@@ -33,14 +37,6 @@ STAGE_FILES = {"build": lambda model, a: f"artifacts/{model}/{a}",
                "publish": lambda model, a: f"artifacts/{model}/RELEASE.md"}
 # Published checkpoints to predict from the fit: bf16 bytes of their weights (hub model pages).
 PREDICT = {"Phi-3-medium-4k-instruct": 27.92e9, "Phi-3.5-MoE-instruct": 83.87e9}
-
-
-def machine() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), "unknown")
-    memory_kb = int(next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines()
-                         if line.startswith("MemTotal")))
-    return {"cpu": cpu, "cores": os.cpu_count(), "ram_gb": round(memory_kb / 2**20, 1)}
 
 
 def work_copy(work: Path) -> Path:
@@ -107,7 +103,23 @@ def disk_bytes(folder: Path) -> int:
     return total
 
 
-def run_depth(repo: Path, recipe: dict, layers: int, artifacts: list[str], through: str, cores: int) -> dict:
+def decode_speeds(folder: Path, artifacts: list[str], bandwidth_gb_s: float) -> dict:
+    """Each validated artifact's decode tokens/s beside the bandwidth bound over its bytes."""
+    speeds = {}
+    for artifact in artifacts:
+        path = folder / f"{artifact}.validation.json"
+        if path.exists():
+            record = json.loads(path.read_text())
+            bound = machine.decode_bound(bandwidth_gb_s, record["size_bytes"]) if record["size_bytes"] else None
+            speeds[artifact] = {"status": record["status"], "size_bytes": record["size_bytes"],
+                                "tokens_per_s": record.get("tokens_per_s"),
+                                "decode_tokens_per_s": record.get("decode_tokens_per_s"),
+                                "bound_tokens_per_s": bound}
+    return speeds
+
+
+def run_depth(repo: Path, recipe: dict, layers: int, artifacts: list[str], through: str, cores: int,
+              profile: str, host: dict) -> dict:
     model = depth_recipe(repo, recipe, layers, artifacts)
     for stale in (repo / "artifacts" / model, repo / "benchmarks" / model):  # a previous run's
         shutil.rmtree(stale, ignore_errors=True)
@@ -115,13 +127,15 @@ def run_depth(repo: Path, recipe: dict, layers: int, artifacts: list[str], throu
     # --keep-going: a stage that fails (a converter killed for memory) is a figure too, its job's log says why
     # --resources: jobs run side by side only while their declared mem_mb fits the machine's memory
     subprocess.run([SNAKEMAKE, "--cores", str(cores), "--keep-going", "--resources",
-                    f"mem_mb={int(machine()['ram_gb'] * 1024)}", "--config", f"models=[{model}]", "--", *targets],
+                    f"mem_mb={int(host['ram_gb'] * 1024)}", "--config", f"models=[{model}]",
+                    f"validation_profile={profile}", "--", *targets],
                    cwd=repo, capture_output=True)
     folder = repo / "artifacts" / model
     index = json.loads((folder / "checkpoint" / "model.safetensors.index.json").read_text())
     return {"layers": layers, "weights_bytes": index["metadata"]["total_size"],
             "stages": stage_figures(repo, model), "by_hand": by_hand(repo, model, artifacts),
-            "disk_bytes": {"model": disk_bytes(folder), **{a: disk_bytes(folder / a) for a in artifacts}}}
+            "disk_bytes": {"model": disk_bytes(folder), **{a: disk_bytes(folder / a) for a in artifacts}},
+            "decode": decode_speeds(folder, artifacts, host["memory_bandwidth_gb_s"])}
 
 
 def fit(depths: list[dict], stage: str, field: str) -> tuple[float, float] | None:
@@ -168,6 +182,9 @@ def print_depth(depth: dict):
         print(f"{stage:40} {f['wall_s']:8.1f} {f['cpu_s']:8.1f} {f['max_rss_mb']:10.0f} {f['written_mb']:10.0f} "
               + against_hand(f, depth["by_hand"].get(stage)))
     print("disk: " + ", ".join(f"{name} {size / 1e9:.2f} GB" for name, size in depth["disk_bytes"].items()))
+    for name, speed in depth["decode"].items():
+        print(f"decode {name}: {speed['decode_tokens_per_s'] or 0:.2f} tokens/s, bound "
+              f"{speed['bound_tokens_per_s'] or 0:.2f} ({speed['status']})")
 
 
 def main(argv=None):
@@ -176,6 +193,7 @@ def main(argv=None):
     parser.add_argument("--layers", nargs="+", type=int, required=True, help="depths to run, e.g. 4 8 32")
     parser.add_argument("--artifacts", nargs="+", required=True, help="target/artifact, e.g. gguf/F16 mlx/4bit")
     parser.add_argument("--through", choices=list(STAGE_FILES), default="build")
+    parser.add_argument("--profile", choices=list(PROFILES), default="full", help="the validation profile")
     parser.add_argument("--cores", type=int, default=os.cpu_count())
     parser.add_argument("--work", type=Path, default=ROOT / ".scale")
     parser.add_argument("--keep", action="store_true", help="keep each depth's artifacts")
@@ -185,14 +203,15 @@ def main(argv=None):
     if recipe.get("fixture", {}).get("size") != "hub":
         raise SystemExit(f"phi-forge: error: {args.recipe} is not a real-shape recipe (fixture size: hub)")
     repo = work_copy(args.work)
+    host = machine.measure(threads=2)  # before any stage runs, on an idle machine; 2: the validations' threads
     depths = []
     for layers in args.layers:
-        depths.append(run_depth(repo, recipe, layers, args.artifacts, args.through, args.cores))
+        depths.append(run_depth(repo, recipe, layers, args.artifacts, args.through, args.cores, args.profile, host))
         print_depth(depths[-1])
         if not args.keep:
             shutil.rmtree(repo / "artifacts", ignore_errors=True)
-    result = {"recipe": args.recipe, "through": args.through, "machine": machine(), "depths": depths,
-              "growth": growth(depths)}
+    result = {"recipe": args.recipe, "through": args.through, "profile": args.profile, "machine": host,
+              "depths": depths, "growth": growth(depths)}
     print("\ngrowth per GB of weights, and predictions:\n" + json.dumps(result["growth"], indent=1))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
