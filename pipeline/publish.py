@@ -9,11 +9,13 @@ names the Hub repository and, for GGUF, the Ollama model it goes to under the ru
         artifacts/fixture-phi-3-mini-4k/gguf/Q4_K_M.validation.json ...
 
 An artifact's folder is its validation.json's path less `.validation.json` (a refused artifact has none and goes
-nowhere). Files are hard-linked from the built artifact where the filesystem allows (no second copy on disk).
+nowhere). Files are hard-linked from the built artifact where the filesystem allows (no second copy on disk),
+but for those a target's `copied` patterns name (recipes/targets.yaml).
 """
 import argparse
 import json
 import shutil
+from fnmatch import fnmatch
 from pathlib import Path
 
 import yaml
@@ -28,13 +30,17 @@ CHECK_NAMES = {"tokenizer_parity": "tokenizer parity with HF", "stop": "stops at
                "perplexity": "perplexity ratio", "long_context": "long context"}
 
 
-def link_tree(source: Path, destination: Path):
-    """Hard-link the artifact's files; a converter's own README.md is left out: the card replaces it."""
+def link_tree(source: Path, destination: Path, copied: list[str]):
+    """Hard-link the artifact's files, but copy those matching `copied`; a converter's own README.md is left out:
+    the card replaces it."""
     for path in sorted(source.rglob("*")):
         if path.is_file() and not path.name.startswith(".") and path.relative_to(source) != Path("README.md"):
             target = destination / path.relative_to(source)
             target.parent.mkdir(parents=True, exist_ok=True)
-            link_or_copy(path, target)
+            if any(fnmatch(path.name, pattern) for pattern in copied):
+                shutil.copy2(path, target)
+            else:
+                link_or_copy(path, target)
 
 
 def base_model(provenance: dict) -> str | None:
@@ -155,9 +161,10 @@ def publish_one(recipe: dict, spec: dict, validation: Path, record: dict, proven
                 out: Path):
     folder = validation.with_name(validation.name.removesuffix(".validation.json"))
     out.mkdir(parents=True)
-    link_tree(folder, out)
+    target = recipes.targets()["targets"][spec["target"]]
+    link_tree(folder, out, target.get("copied", []))
     shutil.copy2(validation, out / "validation.json")
-    card = recipes.targets()["targets"][spec["target"]]["card"]
+    card = target["card"]
     (out / "README.md").write_text(card_text(recipe["name"], spec, record, folder, recipe, provenance, card,
                                              namespace))
 

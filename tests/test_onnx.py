@@ -6,7 +6,7 @@ import shutil
 import pytest
 import yaml
 
-from conftest import ARTIFACTS, FIXTURES, ROOT, read_json, run, validate_command
+from conftest import ARTIFACTS, FIXTURES, ROOT, publish_folder, read_json, run, validate_command
 from pipeline.runtimes.base import DEVICES
 
 PYTHON = ROOT / ".envs" / "onnx" / "bin" / "python"
@@ -119,6 +119,19 @@ def edit_json(path, change):
     data = json.loads(path.read_text())
     change(data)
     path.write_text(json.dumps(data))
+
+
+def test_built_and_published_folders_still_load_after_the_publish_stage(pipeline_run, tmp_path):
+    """onnxruntime refuses external data that has another hard link, so publish copies model.onnx.data (every
+    other file is linked): the build folder validates again after publish, and so does its published folder."""
+    folder = ARTIFACTS / MODEL / "onnx" / CPU_INT4
+    published = publish_folder(ARTIFACTS / MODEL, f"onnx/{CPU_INT4}")
+    assert (folder / "model.onnx.data").stat().st_nlink == (published / "model.onnx.data").stat().st_nlink == 1
+    assert (folder / "genai_config.json").stat().st_ino == (published / "genai_config.json").stat().st_ino
+    for number, where in enumerate((folder, published)):
+        out = tmp_path / f"{number}.validation.json"
+        run(validate_command(PYTHON, MODEL, "onnx", CPU_INT4, where, out))
+        assert read_json(out)["status"] == "passed", where
 
 
 def test_ignored_option_fails(pipeline_run, repo_copy, tmp_path):
