@@ -78,3 +78,12 @@ def test_the_push_runs_after_the_plan_on_a_tag_with_a_token():
     assert steps.index(step("Push plan (dry run)")) + 1 == steps.index(push)
     assert push["run"].strip() == '.venv/bin/python -m pipeline.push "artifacts/$MODEL" --yes'
     assert push["if"] == "startsWith(github.ref, 'refs/tags/') && env.HF_TOKEN != ''"
+
+
+def test_a_ci_profile_build_skips_the_push_plan_and_a_tag_builds_full():
+    """Under the ci profile the gate holds every artifact, so the plan (which fails on nothing to push) is skipped;
+    a tag has no dispatch input, so it builds under the full profile."""
+    job = yaml.safe_load(ARTIFACTS_WORKFLOW.read_text())["jobs"]["artifacts"]
+    assert job["env"]["PROFILE"] == "${{ inputs.profile || 'full' }}"
+    assert '"validation_profile=$PROFILE"' in step("Build and validate")["run"]
+    assert step("Push plan (dry run)")["if"] == "env.PROFILE == 'full'"
