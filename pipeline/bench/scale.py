@@ -119,7 +119,7 @@ def decode_speeds(folder: Path, artifacts: list[str], bandwidth_gb_s: float) -> 
 
 
 def run_depth(repo: Path, recipe: dict, layers: int, artifacts: list[str], through: str, cores: int,
-              profile: str, host: dict) -> dict:
+              profile: str, host: dict, hand: bool) -> dict:
     model = depth_recipe(repo, recipe, layers, artifacts)
     for stale in (repo / "artifacts" / model, repo / "benchmarks" / model):  # a previous run's
         shutil.rmtree(stale, ignore_errors=True)
@@ -133,7 +133,7 @@ def run_depth(repo: Path, recipe: dict, layers: int, artifacts: list[str], throu
     folder = repo / "artifacts" / model
     index = json.loads((folder / "checkpoint" / "model.safetensors.index.json").read_text())
     return {"layers": layers, "weights_bytes": index["metadata"]["total_size"],
-            "stages": stage_figures(repo, model), "by_hand": by_hand(repo, model, artifacts),
+            "stages": stage_figures(repo, model), "by_hand": by_hand(repo, model, artifacts) if hand else {},
             "disk_bytes": {"model": disk_bytes(folder), **{a: disk_bytes(folder / a) for a in artifacts}},
             "decode": decode_speeds(folder, artifacts, host["memory_bandwidth_gb_s"])}
 
@@ -194,6 +194,8 @@ def main(argv=None):
     parser.add_argument("--artifacts", nargs="+", required=True, help="target/artifact, e.g. gguf/F16 mlx/4bit")
     parser.add_argument("--through", choices=list(STAGE_FILES), default="build")
     parser.add_argument("--profile", choices=list(PROFILES), default="full", help="the validation profile")
+    parser.add_argument("--by-hand", action=argparse.BooleanOptionalAction, default=True,
+                        help="also run each converter by hand (--no-by-hand: the workflow's stages only)")
     parser.add_argument("--cores", type=int, default=os.cpu_count())
     parser.add_argument("--work", type=Path, default=ROOT / ".scale")
     parser.add_argument("--keep", action="store_true", help="keep each depth's artifacts")
@@ -206,7 +208,8 @@ def main(argv=None):
     host = machine.measure(threads=2)  # before any stage runs, on an idle machine; 2: the validations' threads
     depths = []
     for layers in args.layers:
-        depths.append(run_depth(repo, recipe, layers, args.artifacts, args.through, args.cores, args.profile, host))
+        depths.append(run_depth(repo, recipe, layers, args.artifacts, args.through, args.cores, args.profile, host,
+                                args.by_hand))
         print_depth(depths[-1])
         if not args.keep:
             shutil.rmtree(repo / "artifacts", ignore_errors=True)
