@@ -11,7 +11,6 @@ from pipeline import recipes
 
 GGUF_PYTHON = ROOT / ".envs" / "gguf" / "bin" / "python"
 TYPES = list(recipes.targets()["targets"]["gguf"]["artifacts"])
-# fixture-phi-4-mini's recipe makes no GGUF: the converter does not know its small BPE vocabulary (see the recipe).
 MODELS = [m for m in FIXTURES if any(a["target"] == "gguf" for a in recipes.artifacts(recipes.load(m)))]
 PHI3 = [m for m in MODELS if recipes.load(m)["architecture"] == "Phi3ForCausalLM"]
 BROKEN_MODEL, BROKEN_TYPE = "fixture-phi-3-mini-4k", "Q8_0"
@@ -23,7 +22,7 @@ def records(pipeline_run):
 
 
 def test_every_type_has_its_gguf_modelfile_and_license(pipeline_run):
-    assert MODELS == [m for m in FIXTURES if m != "fixture-phi-4-mini"]
+    assert MODELS == FIXTURES  # phi-4-mini's too: its pre-tokenizer is named by what it is (test below)
     for model in MODELS:
         license_text = (ARTIFACTS / model / "checkpoint" / "LICENSE").read_text()
         for gguf_type in TYPES:
@@ -135,6 +134,48 @@ def test_transformers_reader(records):
             assert reader["status"] == "passed" and reader["mean_cosine"] >= 0.999, reader
     assert "longrope" in records[("fixture-phi-3-mini-128k", "F16")]["checks"]["transformers_reader"]["reason"]
     assert "phimoe" in records[("fixture-phi-3.5-moe", "F16")]["checks"]["transformers_reader"]["reason"]
+
+
+# Through every branch of o200k's split: capitals before lower case, contractions in either case, digit runs,
+# punctuation runs before newlines and slashes, whitespace runs, CJK, emoji with joiners, a combining mark.
+SPLIT_PROBE = ("HTTPServer's JSONParser I'VE we'Re don'T 1234567 3.14159 x=-42;\n\n  \t indent\r\n"
+               "path/to//file.txt ...!!!\n/ 你好，世界 😶\u200d🌫️ e\u0301te CAFÉ naïve")
+TOKENIZE = ("import json, sys, llama_cpp; from transformers import AutoTokenizer; "
+            "v = llama_cpp.Llama(sys.argv[1], vocab_only=True, verbose=False); "
+            "h = AutoTokenizer.from_pretrained(sys.argv[2]); "
+            "print(json.dumps([v.tokenize(sys.argv[3].encode(), add_bos=False, special=False), "
+            "h.encode(sys.argv[3], add_special_tokens=False), v.metadata['tokenizer.ggml.pre']]))")
+
+
+def test_phi4_mini_pre_tokenizer_is_named_by_what_it_is(records):
+    """Its small vocabulary's hash is none llama.cpp's converter knows; its tokenizer.json pre_tokenizer is o200k's,
+    named gpt-4o as for the real Phi-4-mini, and llama.cpp then splits a probe through every branch of that regex
+    into HF's tokens (the validator's tokenizer parity covers the chat prompts)."""
+    model = "fixture-phi-4-mini"
+    gguf_path = ARTIFACTS / model / "gguf" / "F16" / f"{model}-F16.gguf"
+    result = subprocess.run([GGUF_PYTHON, "-c", TOKENIZE, gguf_path, ARTIFACTS / model / "checkpoint", SPLIT_PROBE],
+                            capture_output=True, text=True, check=True)
+    llama, hf, pre = json.loads(result.stdout.splitlines()[-1])
+    assert pre == "gpt-4o" and llama == hf and len(hf) > 40
+    for gguf_type in TYPES:
+        assert records[(model, gguf_type)]["checks"]["tokenizer_parity"]["status"] == "passed", gguf_type
+
+
+def test_a_pre_tokenizer_llama_cpp_does_not_implement_is_refused(pipeline_run, tmp_path):
+    """A split that differs from o200k's by one quantifier (digits two at a time) is none llama.cpp implements:
+    the converter stops with one line that says so, and writes no GGUF."""
+    checkpoint = tmp_path / "checkpoint"
+    shutil.copytree(ARTIFACTS / "fixture-phi-4-mini" / "checkpoint", checkpoint)
+    tokenizer = json.loads((checkpoint / "tokenizer.json").read_text())
+    split = tokenizer["pre_tokenizer"]["pretokenizers"][0]["pattern"]
+    assert "\\p{N}{1,3}" in split["Regex"]
+    split["Regex"] = split["Regex"].replace("\\p{N}{1,3}", "\\p{N}{1,2}")
+    (checkpoint / "tokenizer.json").write_text(json.dumps(tokenizer))
+    out = tmp_path / "out.gguf"
+    result = subprocess.run([GGUF_PYTHON, "-m", "pipeline.targets.gguf.convert", checkpoint, "--outtype", "f16",
+                             "--outfile", out], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode != 0 and not out.exists()
+    assert "the BPE pre-tokenizer is none llama.cpp knows" in result.stderr.splitlines()[-1]
 
 
 def broken_copy(tmp_path):

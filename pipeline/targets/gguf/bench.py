@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from pipeline.bench import target_main
-from pipeline.targets.gguf.build import CONVERTER
+from pipeline.targets.gguf.convert import CONVERTER
 
 # llama.cpp's quantizer as a person calls it from llama-cpp-python (the wheel ships no llama-quantize binary).
 QUANTIZE_BY_HAND = ("import sys, llama_cpp; p = llama_cpp.llama_model_quantize_default_params(); "

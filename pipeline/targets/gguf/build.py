@@ -1,7 +1,7 @@
 """GGUF for llama.cpp, with an Ollama Modelfile beside each file.
 
 The float type is converted once per model by llama.cpp's own converter (the copy in llama-cpp-python's sdist,
-matching the compiled llama.cpp); every other type is quantized from it (options.base) by llama.cpp's quantizer.
+matching the compiled llama.cpp; convert.py runs it, naming a BPE pre-tokenizer it knows only by hash); every other type is quantized from it (options.base) by llama.cpp's quantizer.
 Each artifact folder is what a user publishes: <model>-<TYPE>.gguf, its Modelfile and the checkpoint's LICENSE
 (the publish stage adds the model card).
 """
@@ -16,11 +16,6 @@ import gguf
 
 from pipeline import checkpoint
 from pipeline.targets.gguf import modelfile
-
-# The converter and its gguf-py, extracted from llama-cpp-python's sdist by envs/gguf.setup.yaml.
-LLAMA_CPP = Path(sys.prefix) / "llama.cpp"
-CONVERTER = LLAMA_CPP / "convert_hf_to_gguf.py"
-
 
 # llama.cpp gives Phi-3's special tokens the rstrip that HF's tokenizer.json gives them only when general.name
 # contains one of these (llama-vocab.cpp); under another name, llama.cpp and Ollama keep the newline after
@@ -99,7 +94,7 @@ def convert(folder: Path, spec: dict, facts: dict, out: Path):
         scratch = Path(scratch)
         (scratch / "metadata.json").write_text(json.dumps(metadata_override(spec, facts, folder)))
         raw = scratch / "converted.gguf"
-        subprocess.run([sys.executable, str(CONVERTER), str(folder),
+        subprocess.run([sys.executable, "-m", "pipeline.targets.gguf.convert", str(folder),
                         "--outtype", spec["options"]["type"].lower(), "--outfile", str(raw),
                         "--metadata", str(scratch / "metadata.json")], check=True)
         with_chat_metadata(raw, out, facts["end_of_turn"], facts["chat_template"])
