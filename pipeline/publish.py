@@ -146,6 +146,9 @@ def card_text(model: str, spec: dict, record: dict, folder: Path, recipe: dict, 
             + f"- precision class: {spec['precision']}; built for: {spec['device']}\n"
             + f"- size: {record['size_bytes'] / 2**20:.1f} MiB"
             + (f", {record['bits_per_weight']:.2f} bits per weight" if record.get("bits_per_weight") else "") + "\n"
+            + (f"- context: exact up to {record['valid_context_length']} tokens, as its config.json states "
+               "(`valid_context_length`); longer prompts were not validated\n" if record.get("valid_context_length")
+               else "")
             + f"- validation: **{status}** (in {record['runtime']['name']} {record['runtime']['version']}, "
             + f"on {record['device']['used']})\n\n"
             + f"## Get it\n\n```sh\nhf download {repo} --local-dir {repo.split('/')[1]}\n```\n\n"

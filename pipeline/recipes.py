@@ -114,12 +114,13 @@ def artifact(recipe: dict, target: str, name: str, table: dict | None = None) ->
 
 
 def artifacts(recipe: dict) -> list[dict]:
-    """Every artifact this model's run makes: all of each target's, or the subset the recipe's `targets:` names."""
+    """Every artifact this model's run makes: each target's (but opt-in ones), or those the recipe's `targets:`
+    names."""
     table = targets()
     chosen = recipe.get("targets", {})
     return [artifact(recipe, target, name, table)
             for target, target_spec in table["targets"].items()
-            for name in chosen.get(target, target_spec["artifacts"])]
+            for name in chosen.get(target, [n for n, a in target_spec["artifacts"].items() if not a.get("opt_in")])]
 
 
 def source(recipe: dict, config_sources: dict) -> str:

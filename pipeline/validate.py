@@ -148,9 +148,12 @@ def fidelity_checks(runtime: Runtime, reference: Reference, thresholds: dict) ->
     """Teacher-forced top-1 (at the reference's decisive positions), KL and perplexity on the chat sequences and
     the passage; each long prompt apart."""
     matches = positions = near_tie_positions = 0
-    kls, checks, long_prompts = [], {}, {}
+    kls, checks, long_prompts, beyond = [], {}, {}, {}
     for prompt in reference.data["prompts"]:
         sequence = reference.sequence(prompt["name"])
+        if runtime.context_length and len(sequence) > runtime.context_length:
+            beyond[prompt["name"]] = len(sequence)
+            continue
         logits = runtime.logits(sequence)
         compared = compare_logits(reference, prompt["name"], logits, near_tie_margin=thresholds["near_tie_margin"])
         if prompt["kind"] == "long":
@@ -183,7 +186,19 @@ def fidelity_checks(runtime: Runtime, reference: Reference, thresholds: dict) ->
                          max=float(kl.max()))
     if long_prompts:
         checks["long_context"] = long_context_check(long_prompts, thresholds["max_mean_kl"])
+    elif beyond:
+        checks["long_context"] = not_run(f"every long prompt is beyond the {runtime.context_length} tokens the "
+                                         "artifact states it is exact up to")
+    if beyond:
+        checks["long_context"]["beyond_stated_context"] = beyond
     return checks
+
+
+def beyond_context(runtime: Runtime, checks: dict) -> list[str]:
+    """validation.json's not_run entries for the prompts longer than the context the artifact states."""
+    beyond = checks.get("long_context", {}).get("beyond_stated_context", {})
+    return [f"{name} ({length} tokens): not run; beyond the {runtime.context_length} tokens the artifact states it "
+            "is exact up to" for name, length in beyond.items()]
 
 
 def run_checks(runtime: Runtime, reference: Reference, thresholds: dict) -> tuple[dict, dict]:
@@ -253,7 +268,9 @@ def validate_folder(folder: Path | None, checkpoint_folder: Path, reference_fold
             "deviations": [{**c["deviation"], "check": name} for name, c in checks.items() if "deviation" in c],
             "attributed": attributed, "unexplained": unexplained,
             "checkpoint_findings": reference.data["facts"].get("findings", []),
-            "not_run": [stand_in(what, instead) for what, instead in runtime.stand_ins], "size_bytes": size,
+            "not_run": [stand_in(what, instead) for what, instead in runtime.stand_ins]
+            + beyond_context(runtime, checks), "size_bytes": size,
+            **({"valid_context_length": runtime.context_length} if runtime.context_length else {}),
             "bits_per_weight": size * 8 / parameter_count(checkpoint_folder),
             "load_time_s": load_time, **speed, "profile": reference.data.get("profile", "full"), "checks": checks}
 

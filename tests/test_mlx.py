@@ -1,10 +1,11 @@
 """MLX: 4-bit and 8-bit artifacts from mlx-lm's converter, validated in mlx-lm on the CPU; broken ones fail."""
 import json
 import shutil
+import subprocess
 
 import pytest
 
-from conftest import ARTIFACTS, FIXTURES, ROOT, read_json, run, validate_command
+from conftest import ARTIFACTS, FIXTURES, ROOT, publish_folder, read_json, run, validate_command
 
 MLX_PYTHON = ROOT / ".envs" / "mlx" / "bin" / "python"
 ARTIFACT_BITS = {"4bit": 4, "8bit": 8}
@@ -75,7 +76,10 @@ def test_sliding_window_deviation_is_measured_and_the_workaround_proven(pipeline
             assert "mlx-lm ignores sliding_window 2047" in record["reason"]
 
 
-@pytest.mark.parametrize("model", ["fixture-phi-3-mini-128k", "fixture-phi-3.5-moe", "fixture-phi-4-mini"])
+LONGROPE = ["fixture-phi-3-mini-128k", "fixture-phi-3.5-moe", "fixture-phi-4-mini"]
+
+
+@pytest.mark.parametrize("model", LONGROPE)
 def test_longrope_long_factor_on_short_prompts_is_measured(pipeline_run, model):
     for artifact in ARTIFACT_BITS:
         record = validation(model, artifact)
@@ -86,6 +90,39 @@ def test_longrope_long_factor_on_short_prompts_is_measured(pipeline_run, model):
         assert record["status"] == "failed" and "mlx-lm applies long_factor" in record["reason"]
         assert numbers["deviation"]["id"] == "mlx-longrope-long-factor"
         assert record["unexplained"] == [], (artifact, record["unexplained"])
+
+
+@pytest.mark.parametrize("model", LONGROPE)
+def test_the_original_context_variant_restores_the_reference_numbers(pipeline_run, model):
+    """short_factor in long_factor's place: on the short prompts the KL the default 4-bit loses to long_factor is
+    gone, within the int4 limit; the variant states its context in config.json, validation.json and its card, and
+    lists the prompt past it as not run."""
+    default, variant = validation(model, "4bit"), validation(model, "4bit-original-context")
+    original = read_json(ARTIFACTS / model / "reference" / "reference.json")["facts"]["original_context_length"]
+    config = read_json(ARTIFACTS / model / "mlx" / "4bit-original-context" / "config.json")
+    assert config["rope_scaling"]["long_factor"] == config["rope_scaling"]["short_factor"]
+    assert config["valid_context_length"] == variant["valid_context_length"] == original
+    limit = variant["thresholds"]["max_mean_kl"]
+    assert variant["checks"]["kl"]["mean"] <= limit < default["checks"]["kl"]["mean"]
+    assert variant["checks"]["longrope_short_factor"]["status"] == "passed"
+    long = variant["checks"]["long_context"]
+    assert "long-past-original-context" in long["beyond_stated_context"]
+    assert "long-past-original-context" not in long.get("prompts", {})
+    assert any(line.startswith("long-past-original-context") and f"beyond the {original} tokens" in line
+               for line in variant["not_run"])
+    card = (publish_folder(ARTIFACTS / model, "mlx/4bit-original-context") / "README.md").read_text()
+    assert f"exact up to {original} tokens" in card
+
+
+def test_the_original_context_variant_is_refused_for_a_checkpoint_without_longrope(pipeline_run, tmp_path):
+    model = "fixture-phi-3-mini-4k"
+    result = subprocess.run([MLX_PYTHON, "-m", "pipeline.build", "--target", "mlx", "--artifact",
+                             "4bit-original-context", "--checkpoint", ARTIFACTS / model / "checkpoint", "--out",
+                             tmp_path / "out", "--recipe", model], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 2 and not (tmp_path / "out").exists()
+    assert result.stderr.splitlines() == ["phi-forge: error: mlx/4bit-original-context is for LongRoPE checkpoints; "
+                                          "this one's rope is plain, which mlx-lm computes exactly: leave it out of "
+                                          "the recipe's targets."]
 
 
 def test_phimoe_is_validated_in_float32_and_says_so(pipeline_run):

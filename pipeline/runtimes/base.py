@@ -20,6 +20,8 @@ class Runtime:
     device_used = "cpu"
     # What this host cannot run for the artifact, and what ran in its place: [(what, instead)]; see stand_in().
     stand_ins: list[tuple[str, str]] = []
+    # The context the artifact states it is exact up to, where less than the checkpoint's; None: the checkpoint's.
+    context_length: int | None = None
 
     def chat_ids(self, messages: list[dict]) -> list[int]:
         """The prompt ids this runtime's own tokenizer and chat template give, generation prompt included."""

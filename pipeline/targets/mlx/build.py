@@ -3,7 +3,8 @@
 The artifact's settings come from recipes/targets.yaml (target `mlx`). After mlx_lm.convert, the folder gets the
 checkpoint's own tokenizer files back (mlx-lm writes transformers-5 files that older Mac stacks cannot load and
 drops tokenizer.model), config.json's torch_dtype is set to the dtype the weights are stored in, and
-generation_config.json lists every stop token (pipeline.checkpoint.write_generation_config).
+generation_config.json lists every stop token (pipeline.checkpoint.write_generation_config). With option
+`rope: original_context` (LongRoPE checkpoints) config.json carries short_factor in long_factor's place.
 """
 import json
 import shutil
@@ -12,6 +13,7 @@ from pathlib import Path
 from mlx_lm.convert import convert
 
 from pipeline.checkpoint import write_generation_config
+from pipeline.recipes import RecipeError
 
 # Files mlx-lm writes in place of the checkpoint's tokenizer files; removed before the originals are copied.
 CONVERTER_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
@@ -22,6 +24,8 @@ KEPT_FILES = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json", "spe
 # Artifact option -> mlx_lm.convert keyword.
 CONVERT_OPTIONS = {"bits": "q_bits", "group_size": "q_group_size", "mode": "q_mode",
                    "quant_predicate": "quant_predicate", "dtype": "dtype"}
+# config.json key stating the context an artifact is exact up to, where that is less than the checkpoint's
+VALID_CONTEXT = "valid_context_length"
 
 
 def convert_kwargs(opts: dict) -> dict:
@@ -37,21 +41,39 @@ def restore_tokenizer(checkpoint: Path, out: Path) -> list[str]:
     return kept
 
 
-def fix_config(checkpoint: Path, out: Path, opts: dict):
-    """torch_dtype as stored: mlx-lm leaves the checkpoint's value even when --dtype changed it."""
+def original_context_rope(config: dict, facts: dict):
+    """mlx-lm's SuScaledRoPE applies long_factor at every length, where the model uses short_factor up to its
+    original context: short_factor (and short_mscale) in their place make it exact up to there, which is stated.
+    The attention scale mlx-lm derives from max_position_embeddings stays the model's."""
+    rope = config["rope_scaling"]
+    rope["long_factor"] = rope["short_factor"]
+    if "short_mscale" in rope:
+        rope["long_mscale"] = rope["short_mscale"]
+    config[VALID_CONTEXT] = facts["original_context_length"]
+
+
+def fix_config(checkpoint: Path, out: Path, spec: dict, facts: dict):
+    """torch_dtype as stored: mlx-lm leaves the checkpoint's value even when --dtype changed it; the rope option."""
+    opts = spec["options"]
     path = out / "config.json"
     config = json.loads(path.read_text())
     source = json.loads((checkpoint / "config.json").read_text())
     config["torch_dtype"] = opts.get("dtype") or source.get("torch_dtype") or source.get("dtype")
+    if opts.get("rope") == "original_context":
+        original_context_rope(config, facts)
     path.write_text(json.dumps(config, indent=4) + "\n")
 
 
 def build(checkpoint: Path, spec: dict, facts: dict, out: Path, base: Path | None = None, threads: int = 1):
     opts = spec["options"]
+    if opts.get("rope") == "original_context" and facts.get("rope_type") != "longrope":
+        raise RecipeError(f"mlx/{spec['name']} is for LongRoPE checkpoints; this one's rope is "
+                          f"{facts.get('rope_type') or 'plain'}, which mlx-lm computes exactly: leave it out of the "
+                          "recipe's targets.")
     folder = out / "mlx"  # mlx_lm.convert refuses an existing folder
     convert(str(checkpoint), str(folder), quantize=True, **convert_kwargs(opts))
     restore_tokenizer(checkpoint, folder)
-    fix_config(checkpoint, folder, opts)
+    fix_config(checkpoint, folder, spec, facts)
     write_generation_config(checkpoint, folder, facts)
     for path in folder.iterdir():
         path.rename(out / path.name)

@@ -8,7 +8,8 @@ Two known mlx-lm deviations are measured on the artifact itself, each against th
 - phi3 ignores `sliding_window` (full attention over the whole context); mlx-lm's `--max-kv-size <window>`
   (a RotatingKVCache, whose mask is the window) restores it;
 - longrope (SuScaledRoPE) always applies long_factor, also on prompts shorter than the original context where
-  the model uses short_factor; no mlx-lm option selects short_factor.
+  the model uses short_factor; no mlx-lm option selects short_factor, an artifact built with short_factor in
+  long_factor's place (build.py, `rope: original_context`) is exact up to the original context it states.
 """
 import json
 from pathlib import Path
@@ -25,7 +26,7 @@ from pipeline import checkpoint, prompts
 from pipeline.architectures import ARCHITECTURES
 from pipeline.prompts import PAST_BOUNDARY
 from pipeline.runtimes.base import ArtifactError, Runtime, check, jumps_past_boundary
-from pipeline.targets.mlx.build import KEPT_FILES
+from pipeline.targets.mlx.build import KEPT_FILES, VALID_CONTEXT
 from pipeline.validation import IGNORES_SLIDING_WINDOW, compare_logits, deviation
 
 LONG_FACTOR = ("mlx-lm's SuScaledRoPE applies LongRoPE's long_factor to every position, also below the original "
@@ -100,6 +101,7 @@ class MLX(Runtime):
         mx.set_default_device(mx.cpu)
         self.folder, self.checkpoint, self.facts, self.spec = folder, checkpoint_folder, facts, spec
         self.config = read_config(folder)
+        self.context_length = self.config.get(VALID_CONTEXT)
         self.table = tensor_table(folder)
         check_group_sizes(self.config, self.table)
         check_tokenizer_files(folder, checkpoint_folder)
