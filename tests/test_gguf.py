@@ -198,26 +198,37 @@ def validate(root, tmp_path):
 
 
 NEW_METADATA = ROOT / ".envs" / "gguf" / "llama.cpp" / "gguf-py" / "gguf" / "scripts" / "gguf_new_metadata.py"
-# The builder's metadata step on a converted GGUF, with the checkpoint's facts, which it prints for the script.
-WITH_CHAT_METADATA = ("import json, sys; from pathlib import Path; from pipeline.checkpoint import facts; "
-                      "from pipeline.targets.gguf.build import with_chat_metadata; f = facts(Path(sys.argv[3])); "
-                      "with_chat_metadata(Path(sys.argv[1]), Path(sys.argv[2]), f['end_of_turn'], f['chat_template']); "
-                      "print(json.dumps(f))")
+# Every metadata key and value, and a digest of the tensor data, of each GGUF named.
+CONTENTS = ("import hashlib, json, sys, gguf; "
+            "print(json.dumps([[{f.name: f.contents() for f in r.fields.values() if not f.name.startswith('GGUF.')}, "
+            "hashlib.sha256(b''.join(t.data.tobytes() for t in r.tensors)).hexdigest()] "
+            "for r in map(gguf.GGUFReader, sys.argv[1:])]))")
+FACTS = ("import json, sys; from pathlib import Path; from pipeline.checkpoint import facts; "
+         "print(json.dumps(facts(Path(sys.argv[1]))))")
 
 
-def test_chat_metadata_is_written_as_llama_cpps_script_writes_it(pipeline_run, tmp_path):
-    """The builder streams the tensor data where gguf_new_metadata.py maps it: the same bytes must come out."""
+def test_chat_metadata_is_what_llama_cpps_script_writes(pipeline_run, tmp_path):
+    """The builder writes eot and the chat template in the converter's one pass; llama.cpp's own way is the
+    converter, then gguf_new_metadata.py: the same keys and values, the same tensor data."""
     checkpoint = ARTIFACTS / MODELS[0] / "checkpoint"
+    facts = json.loads(subprocess.run([GGUF_PYTHON, "-c", FACTS, checkpoint], check=True, capture_output=True,
+                                      text=True, cwd=ROOT).stdout)
+    (tmp_path / "template.jinja").write_text(facts["chat_template"])
+    subprocess.run([GGUF_PYTHON, "-m", "pipeline.targets.gguf.convert", checkpoint, "--outtype", "f16", "--outfile",
+                    tmp_path / "builder.gguf", "--end-of-turn", facts["end_of_turn"], "--chat-template",
+                    tmp_path / "template.jinja"], check=True, capture_output=True, cwd=ROOT)
     converter = ROOT / ".envs" / "gguf" / "llama.cpp" / "convert_hf_to_gguf.py"
     subprocess.run([GGUF_PYTHON, converter, checkpoint, "--outtype", "f16", "--outfile", tmp_path / "raw.gguf"],
                    check=True, capture_output=True)
-    facts = json.loads(subprocess.run([GGUF_PYTHON, "-c", WITH_CHAT_METADATA, tmp_path / "raw.gguf",
-                                       tmp_path / "builder.gguf", checkpoint], check=True, capture_output=True,
-                                      text=True, cwd=ROOT).stdout)
     subprocess.run([GGUF_PYTHON, NEW_METADATA, tmp_path / "raw.gguf", tmp_path / "script.gguf", "--special-token",
                     "eot", facts["end_of_turn"], "--chat-template", facts["chat_template"], "--force"],
                    check=True, capture_output=True, env={"PYTHONPATH": str(NEW_METADATA.parents[2])})
-    assert (tmp_path / "builder.gguf").read_bytes() == (tmp_path / "script.gguf").read_bytes()
+    builder, script = json.loads(subprocess.run([GGUF_PYTHON, "-c", CONTENTS, tmp_path / "builder.gguf",
+                                                 tmp_path / "script.gguf"], check=True, capture_output=True,
+                                                text=True).stdout)
+    assert builder[0]["tokenizer.ggml.eot_token_id"] == builder[0]["tokenizer.ggml.tokens"].index(facts["end_of_turn"])
+    assert builder[0]["tokenizer.chat_template"] == facts["chat_template"]
+    assert builder == script
 
 
 def test_wrong_eot_fails(pipeline_run, tmp_path):

@@ -1,7 +1,9 @@
 """GGUF for llama.cpp, with an Ollama Modelfile beside each file.
 
 The float type is converted once per model by llama.cpp's own converter (the copy in llama-cpp-python's sdist,
-matching the compiled llama.cpp; convert.py runs it, naming a BPE pre-tokenizer it knows only by hash); every other type is quantized from it (options.base) by llama.cpp's quantizer.
+matching the compiled llama.cpp), run by convert.py, which also writes the eot token and chat template and names a
+BPE pre-tokenizer the converter knows only by hash; every other type is quantized from it (options.base) by
+llama.cpp's quantizer.
 Each artifact folder is what a user publishes: <model>-<TYPE>.gguf, its Modelfile and the checkpoint's LICENSE
 (the publish stage adds the model card).
 """
@@ -56,48 +58,17 @@ def metadata_override(spec: dict, facts: dict, checkpoint_folder: Path) -> dict:
             keys.SOURCE_URL: facts["source"]}
 
 
-def with_chat_metadata(raw: Path, out: Path, end_of_turn: str | None, chat_template: str):
-    """`raw` with the eot token and the chat template in its metadata, as llama.cpp's gguf_new_metadata.py writes
-    it (the same bytes), but with the tensor data copied as bytes: the script maps every tensor into memory, which
-    held the whole model resident (7.6 GB at Phi-3-mini's size, where the converter itself peaks at 0.85 GB)."""
-    reader = gguf.GGUFReader(raw)
-    keys = gguf.Keys
-    replaced = {keys.General.ARCHITECTURE, keys.Tokenizer.CHAT_TEMPLATE, keys.Tokenizer.EOT_ID}
-    writer = gguf.GGUFWriter(out, arch=reader.fields[keys.General.ARCHITECTURE].contents(),
-                             endianess=reader.endianess)
-    for field in reader.fields.values():
-        if field.name not in replaced and not field.name.startswith("GGUF."):  # GGUF.*: the reader's own fields
-            array = field.types[0] == gguf.GGUFValueType.ARRAY
-            writer.add_key_value(field.name, field.contents(), field.types[0],
-                                 sub_type=field.types[-1] if array else None)
-    writer.add_chat_template(chat_template)
-    if end_of_turn:
-        writer.add_eot_token_id(reader.fields[keys.Tokenizer.LIST].contents().index(end_of_turn))
-    for tensor in reader.tensors:
-        writer.add_tensor_info(tensor.name, tensor.data.shape, tensor.data.dtype, tensor.data.nbytes,
-                               tensor.tensor_type)
-    assert reader.alignment == writer.data_alignment, "the data section is copied as is: same alignment"
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_ti_data_to_file()
-    output = writer.fout[0]
-    writer.write_padding(output, output.tell())
-    with open(raw, "rb") as source:
-        source.seek(reader.data_offset)
-        shutil.copyfileobj(source, output, 16 * 2**20)
-    writer.close()
-
-
 def convert(folder: Path, spec: dict, facts: dict, out: Path):
-    """The float GGUF from the checkpoint, then eot and the chat template written into its metadata."""
-    with tempfile.TemporaryDirectory(dir=out.parent) as scratch:  # beside the output: no /tmp of model size
+    """The float GGUF from the checkpoint, eot and the chat template in its metadata, in the converter's one pass."""
+    with tempfile.TemporaryDirectory(dir=out.parent) as scratch:
         scratch = Path(scratch)
         (scratch / "metadata.json").write_text(json.dumps(metadata_override(spec, facts, folder)))
-        raw = scratch / "converted.gguf"
+        (scratch / "chat_template.jinja").write_text(facts["chat_template"])
         subprocess.run([sys.executable, "-m", "pipeline.targets.gguf.convert", str(folder),
-                        "--outtype", spec["options"]["type"].lower(), "--outfile", str(raw),
-                        "--metadata", str(scratch / "metadata.json")], check=True)
-        with_chat_metadata(raw, out, facts["end_of_turn"], facts["chat_template"])
+                        "--outtype", spec["options"]["type"].lower(), "--outfile", str(out),
+                        "--metadata", str(scratch / "metadata.json"),
+                        "--chat-template", str(scratch / "chat_template.jinja"),
+                        *(["--end-of-turn", facts["end_of_turn"]] if facts["end_of_turn"] else [])], check=True)
 
 
 def quantize(base: Path, spec: dict, out: Path, threads: int):
