@@ -58,6 +58,12 @@ def metrics(record: dict, bandwidth_gb_s: float | None = None) -> dict[str, str]
                                                                       ".0%")}
 
 
+def numbers(records: list[dict], machine: dict | None) -> list[dict[str, str]]:
+    """The numbers table's rows, decode speed beside the machine's bound where its figures are given."""
+    bandwidth = (machine or {}).get("memory_bandwidth_gb_s")
+    return [metrics(r, bandwidth) for r in records] or [{"artifact": "none"}]
+
+
 def target(record: dict) -> str:
     return record["artifact"].split("/")[0]
 
@@ -199,7 +205,7 @@ def markdown_model(records: list[dict], marked: set) -> str:
 
 def markdown(records: list[dict], machine: dict | None = None) -> str:
     marked = recommended(records)
-    figures = [metrics(r, (machine or {}).get("memory_bandwidth_gb_s")) for r in records] or [{"artifact": "none"}]
+    figures = numbers(records, machine)
     return ("# phi-forge report\n\n" + summary_line(records) + "\n\n" + LEGEND + " Fidelity against size is "
             "plotted in report.html.\n\n" + "".join(markdown_model(group, marked) for _, group in by_model(records))
             + "## What the validators found, by cause\n\n"
@@ -332,7 +338,7 @@ def html_findings(records: list[dict]) -> str:
 def html_report(records: list[dict], machine: dict | None = None) -> str:
     marked = recommended(records)
     targets = list(dict.fromkeys(target(r) for r in records))
-    figures = [metrics(r, (machine or {}).get("memory_bandwidth_gb_s")) for r in records] or [{"artifact": "none"}]
+    figures = numbers(records, machine)
     return ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>phi-forge report</title>"
             f"<style>{STYLE}</style></head><body><h1>phi-forge report</h1><p>{html.escape(summary_line(records))}"
             f'</p><p class="legend">{html.escape(LEGEND)} Hover over an artifact, or click one that failed or did '
