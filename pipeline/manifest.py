@@ -54,7 +54,7 @@ def validation_summary(record: dict) -> dict:
             "teacher_forced_top1": checks["teacher_forced_top1"].get("value"),
             "mean_kl": checks["kl"].get("mean"), "perplexity_ratio": checks["perplexity"].get("ratio"),
             "tokens_per_s": record.get("tokens_per_s"), "decode_tokens_per_s": record.get("decode_tokens_per_s"),
-            "not_run": record.get("not_run", []), "profile": record.get("profile", "full")}
+            "not_run": record.get("not_run", []), "profile": record["profile"]}
 
 
 def placement(spec: dict, record: dict, namespace: str, model: str) -> dict:

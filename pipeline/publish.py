@@ -93,7 +93,7 @@ def destination(record: dict) -> str:
     here), under a lighter profile, or with random weights."""
     device = record["device"]
     on_its_device = device["used"].lower().startswith(device["intended"])  # used: "CPU (openvino 2026.4 ...)"
-    full = record.get("profile", "full") == "full"
+    full = record["profile"] == "full"
     return PUBLISH if record["status"] == "passed" and on_its_device and full and not record.get("cost_only") else HELD
 
 
@@ -108,7 +108,7 @@ def ollama_name(namespace: str, model: str, name: str) -> str:
 
 def why_held(summary: dict) -> str:
     """An artifact's reason to be held, from its manifest entry: its failure, its stand-ins, or its profile."""
-    profile = summary.get("profile", "full")
+    profile = summary["profile"]
     return (summary.get("reason") or "; ".join(summary["not_run"])
             or (f"validated under the {profile} profile" if profile != "full" else ""))
 
@@ -118,7 +118,7 @@ def held_notice(record: dict) -> str:
         return "> **Held back: random weights.** A scale benchmark's checkpoint: for cost, not for use.\n\n"
     if record["status"] == "failed":
         return f"> **Held back: failed validation.** {record.get('reason', '')}\n\n"
-    if record.get("profile", "full") != "full":
+    if record["profile"] != "full":
         return (f"> **Held back: validated under the {record['profile']} profile** (every check, on fewer prompts). "
                 "Publish from a run with the full profile.\n\n")
     device = record["device"]

@@ -155,7 +155,7 @@ def counts(records: list[dict]) -> str:
 
 
 def summary_line(records: list[dict]) -> str:
-    profiles = sorted({r.get("profile", "full") for r in records} - {"full"})
+    profiles = sorted({r["profile"] for r in records} - {"full"})
     return (f"{len(records)} artifacts of {len({r['model'] for r in records})} models: {counts(records)}; "
             f"{unexplained_count(records)} failed checks no named deviation explains. Numbers are against each "
             "model's float32 PyTorch reference." + "".join(

@@ -241,9 +241,11 @@ def validate_folder(folder: Path | None, checkpoint_folder: Path, reference_fold
                     adapter: str | None = None) -> dict:
     """Validate the artifact in `folder` as `spec` (pipeline.recipes.artifact) describes it, in the runtime of
     its target (or the adapter module named)."""
+    # every record names its profile, a refused or unbuilt artifact's too (references before profiles were full)
+    profile = checkpoint.read_json(Path(reference_folder) / "reference.json").get("profile", "full")
     base = {"schema_version": 1, "model": spec["model"], "artifact": f"{spec['target']}/{spec['name']}",
             "precision": spec["precision"], "device": {"intended": spec["device"], "used": "none"},
-            "thresholds": spec["thresholds"]}
+            "thresholds": spec["thresholds"], "profile": profile}
     if spec["refused"]:
         return refused_record(base, spec)
     why_not_built = build_failure(folder)
@@ -272,7 +274,7 @@ def validate_folder(folder: Path | None, checkpoint_folder: Path, reference_fold
             + beyond_context(runtime, checks), "size_bytes": size,
             **({"valid_context_length": runtime.context_length} if runtime.context_length else {}),
             "bits_per_weight": size * 8 / parameter_count(checkpoint_folder),
-            "load_time_s": load_time, **speed, "profile": reference.data.get("profile", "full"), "checks": checks}
+            "load_time_s": load_time, **speed, "checks": checks}
 
 
 def main(argv=None):

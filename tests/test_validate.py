@@ -109,12 +109,13 @@ def test_an_artifact_spec_merges_target_and_artifact_settings():
     assert recipes.artifact(recipes.load(MODEL), "demo", "cuda/fp16", TABLE)["device"] == "cuda"
 
 
-def test_a_refused_architecture_gets_a_not_run_record_with_the_reason():
+def test_a_refused_architecture_gets_a_not_run_record_with_the_reason(pipeline_run):
     spec = recipes.artifact(recipes.load("fixture-phi-3.5-moe"), "demo", "int4", TABLE)
     assert spec["refused"] == "demo/int4 is not built for PhiMoEForCausalLM: the converter has no MoE support"
-    record = validate.validate_folder(ARTIFACTS / "nowhere", ARTIFACTS / "nowhere", ARTIFACTS / "nowhere", spec)
+    reference = ARTIFACTS / "fixture-phi-3.5-moe" / "reference"  # only its profile is read
+    record = validate.validate_folder(ARTIFACTS / "nowhere", ARTIFACTS / "nowhere", reference, spec)
     validation.validate_record(record)
-    assert record["status"] == "not_run" and record["reason"] == spec["refused"]
+    assert record["status"] == "not_run" and record["reason"] == spec["refused"] and record["profile"] == "full"
     assert {c["status"] for c in record["checks"].values()} == {"not_run"}
 
 

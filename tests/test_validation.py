@@ -89,7 +89,7 @@ def test_failed_checks_are_attributed_only_to_a_deviation_that_explains_them():
 
 def record(**changes):
     base = {
-        "schema_version": 1, "model": MODEL, "artifact": "example/int4", "precision": "int4",
+        "schema_version": 1, "model": MODEL, "artifact": "example/int4", "precision": "int4", "profile": "full",
         "runtime": {"name": "example", "version": "1.0"}, "device": {"intended": "cuda", "used": "cpu"},
         "status": "passed", "size_bytes": 1000, "bits_per_weight": 4.5, "load_time_s": 0.1, "tokens_per_s": 90.0,
         "not_run": ["CUDA execution provider: no GPU on this machine"],
