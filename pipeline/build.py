@@ -8,7 +8,9 @@
 Runs in the target's toolchain environment (.envs/<toolchain>/bin/python). Every target's builder is
 `pipeline.targets.<target>.build.build(checkpoint, spec, facts, out, base, threads)`; it is handed paths only, and
 writes into a scratch folder that is renamed to --out when it is complete. An artifact whose options name a
-`base` is made from that artifact's folder, given as --base.
+`base` is made from that artifact's folder, given as --base; a `calibrated` one with its target's calibration stage
+(pipeline.targets.<target>.calibrate; GGUF: the importance matrix), given as --calibration and handed to the builder
+as `calibration=`.
 
 A converter that fails is that artifact's result, not the run's end: the folder then holds only build-failure.json
 (why, in one line; the traceback is in the log), which the validator turns into a failed validation.json, so one
@@ -45,13 +47,17 @@ def describe(error: Exception) -> str:
 
 
 def build(target: str, name: str, checkpoint_folder: Path, out: Path, recipe: dict, base: Path | None = None,
-          provenance: Path | None = None, threads: int | None = None) -> Path:
+          provenance: Path | None = None, threads: int | None = None, calibration: Path | None = None) -> Path:
     spec = recipes.artifact(recipe, target, name)
     if spec["refused"]:
         raise recipes.RecipeError(spec["refused"])
     if "base" in spec["options"] and base is None:
         raise recipes.RecipeError(f"{target}/{name} is made from {target}/{spec['options']['base']}: give its "
                                   f"folder as --base")
+    if spec["calibrated"] and calibration is None:
+        raise recipes.RecipeError(f"{target}/{name} is made with the model's calibration stage: give its folder "
+                                  f"(python -m pipeline.targets.{target}.calibrate) as --calibration")
+    calibrated = {"calibration": calibration} if spec["calibrated"] else {}
     facts = checkpoint.facts(checkpoint_folder, recipe.get("overrides"))
     facts["source"] = checkpoint.read_json(provenance)["recipe_source"] if provenance else recipe["source"]
     builder = importlib.import_module(f"pipeline.targets.{target}.build")
@@ -60,7 +66,8 @@ def build(target: str, name: str, checkpoint_folder: Path, out: Path, recipe: di
         reason = base_failure and f"its base {target}/{spec['options']['base']} did not build: {base_failure}"
         if not reason:
             try:
-                builder.build(Path(checkpoint_folder), spec, facts, scratch, base, threads or spec["threads"])
+                builder.build(Path(checkpoint_folder), spec, facts, scratch, base, threads or spec["threads"],
+                              **calibrated)
             except USER_ERRORS:
                 raise
             except Exception as error:  # the converter's fault: recorded for the validator, the run goes on
@@ -82,12 +89,14 @@ def main(argv=None):
     parser.add_argument("--recipe", help="the model's recipe (recipes/models/<name>.yaml): its overrides, licence "
                                          "and name; without it, the checkpoint folder as it is")
     parser.add_argument("--base", type=Path, help="the folder of the artifact named by options.base")
+    parser.add_argument("--calibration", type=Path, help="the folder of the target's calibration stage, for a "
+                                                         "calibrated artifact")
     parser.add_argument("--provenance", type=Path, help="the checkpoint's provenance.json (source for metadata)")
     parser.add_argument("--threads", type=int, help="cores to use (default: the artifact's threads)")
     args = parser.parse_args(argv)
     recipe = recipes.load_supported(args.recipe) if args.recipe else recipes.local(args.checkpoint)
     print(build(args.target, args.artifact, args.checkpoint, args.out, recipe, args.base, args.provenance,
-                args.threads))
+                args.threads, args.calibration))
 
 
 if __name__ == "__main__":

@@ -127,6 +127,18 @@ def held_notice(record: dict) -> str:
             f"{record['artifact']}`.\n\n")
 
 
+def calibration_line(folder: Path) -> str:
+    """What a calibrated artifact was made with (calibration.json beside it, its target's calibration stage)."""
+    record = folder / "calibration.json"
+    if not record.exists():
+        return ""
+    calibrated = json.loads(record.read_text())
+    text = calibrated["text"]
+    return (f"- calibrated: {calibrated['method']}, on calibration text of {text['chats']['count']} chats in the "
+            f"model's chat template and `{text['prose']['file']}` (sha256 `{text['sha256'][:16]}`), recorded in "
+            "`calibration.json`\n")
+
+
 def card_text(model: str, spec: dict, record: dict, folder: Path, recipe: dict, provenance: dict, card: dict,
               namespace: str) -> str:
     source = provenance.get("recipe_source", provenance.get("source"))
@@ -149,6 +161,7 @@ def card_text(model: str, spec: dict, record: dict, folder: Path, recipe: dict, 
             + (f"- context: exact up to {record['valid_context_length']} tokens, as its config.json states "
                "(`valid_context_length`); longer prompts were not validated\n" if record.get("valid_context_length")
                else "")
+            + calibration_line(folder)
             + f"- validation: **{status}** (in {record['runtime']['name']} {record['runtime']['version']}, "
             + f"on {record['device']['used']})\n\n"
             + f"## Get it\n\n```sh\nhf download {repo} --local-dir {repo.split('/')[1]}\n```\n\n"

@@ -106,6 +106,7 @@ def artifact(recipe: dict, target: str, name: str, table: dict | None = None) ->
             "toolchain": target_spec["toolchain"], "runtime": target_spec["runtime"],
             "precision": spec["precision"], "device": spec.get("device", "cpu"),
             "options": {**target_spec.get("options", {}), **spec.get("options", {})},
+            "calibrated": spec.get("calibrated", False),
             "threads": spec.get("threads", target_spec.get("threads", 1)),
             "memory": spec.get("memory", target_spec.get("memory", DEFAULT_MEMORY)),
             "walltime": spec.get("walltime", target_spec.get("walltime", DEFAULT_WALLTIME)),

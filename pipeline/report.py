@@ -23,7 +23,7 @@ from pipeline.publish import PUBLISH, destination
 ARTIFACTS = Path("artifacts")
 STATUS_WORDS = {"passed": "pass", "failed": "FAIL", "not_run": "not run here"}
 COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
-PRECISIONS = ["float", "int8", "int4"]  # validation.schema.yaml's classes, the most faithful first
+PRECISIONS = ["float", "int8", "int4", "int3"]  # validation.schema.yaml's classes, the most faithful first
 MARK = "\u2605"  # the recommended artifact's star
 LEGEND = (f"{MARK} marks the artifact to publish per target and precision class: of those that passed on the device "
           "they are built for, the lowest mean KL to the float32 reference, a tie to the smaller file; a class where "

@@ -8,7 +8,7 @@ rule build:
     params:
         spec=build_params,
         python=lambda wildcards: runner(spec(wildcards)["toolchain"]),
-        base=base_argument,
+        base=base_arguments,
     log:
         "logs/{model}/{target}/{artifact}.log",
     benchmark:
@@ -22,3 +22,28 @@ rule build:
         "{params.python} -m pipeline.build --target {wildcards.target} --artifact {wildcards.artifact}"
         " --recipe {wildcards.model} --checkpoint {input.checkpoint} --provenance {input.provenance} {params.base}"
         " --out {output} --threads {threads} > {log} 2>&1"
+
+
+
+# A target's per-model calibration stage (its `calibration` in recipes/targets.yaml): pipeline/targets/<target>/
+# calibrate.py runs on the model's calibration text (pipeline/calibration.py) and the artifact named as its base;
+# the artifacts marked `calibrated` are made with what it writes (GGUF: llama.cpp's importance matrix).
+rule calibrate:
+    input:
+        unpack(calibration_inputs),
+    output:
+        directory("artifacts/{model}/{target}/calibration"),
+    params:
+        python=lambda wildcards: runner(TARGETS[wildcards.target]["toolchain"]),
+    log:
+        "logs/{model}/{target}/calibration.log",
+    benchmark:
+        "benchmarks/{model}/{target}/calibration.tsv"
+    threads: lambda wildcards: TARGETS[wildcards.target]["calibration"].get("threads", 1)
+    resources:
+        mem_mb=checkpoint_mem_mb,  # the default (1500 MB + 3x the weights) until measured at size
+        runtime=checkpoint_runtime,
+    shadow: SHADOW
+    shell:
+        "{params.python} -m pipeline.targets.{wildcards.target}.calibrate --checkpoint {input.checkpoint}"
+        " --base {input.base} --out {output} --threads {threads} > {log} 2>&1"

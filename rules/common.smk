@@ -111,8 +111,9 @@ def validation_params(wildcards):
 
 
 def checkpoint_mem_mb(wildcards, input):
-    """A build's memory from its spec (measured per target by the scale benchmark); the reference's default."""
-    return resources.mem_mb(input.checkpoint, spec(wildcards)["memory"] if "target" in wildcards.keys()
+    """A build's memory from its spec (measured per target by the scale benchmark); the default for the reference
+    and a calibration stage."""
+    return resources.mem_mb(input.checkpoint, spec(wildcards)["memory"] if "artifact" in wildcards.keys()
                             else recipes.DEFAULT_MEMORY)
 
 
@@ -124,7 +125,7 @@ def validation_mem_mb(wildcards, input):
 def checkpoint_runtime(wildcards, input):
     """Wall time in minutes (Snakemake's `runtime`), from the checkpoint as mem_mb is; per target/artifact
     `walltime` in recipes/targets.yaml, else recipes.DEFAULT_WALLTIME."""
-    return resources.runtime_min(input.checkpoint, spec(wildcards)["walltime"] if "target" in wildcards.keys()
+    return resources.runtime_min(input.checkpoint, spec(wildcards)["walltime"] if "artifact" in wildcards.keys()
                                  else recipes.DEFAULT_WALLTIME)
 
 
@@ -133,18 +134,30 @@ def validations(model):
 
 
 def build_inputs(wildcards):
-    """Everything a builder reads: the checkpoint, its provenance, the toolchain, the base artifact if any."""
+    """Everything a builder reads: the checkpoint, its provenance, the toolchain, the base artifact and the
+    calibration stage's output if any."""
     artifact_spec = spec(wildcards)
     inputs = {"checkpoint": f"artifacts/{wildcards.model}/checkpoint",
               "provenance": f"artifacts/{wildcards.model}/provenance.json",
               "env": f".envs/{artifact_spec['toolchain']}/ready"}
     if "base" in artifact_spec["options"]:
         inputs["base"] = f"artifacts/{wildcards.model}/{wildcards.target}/{artifact_spec['options']['base']}"
+    if artifact_spec["calibrated"]:
+        inputs["calibration"] = f"artifacts/{wildcards.model}/{wildcards.target}/calibration"
     return inputs
 
 
-def base_argument(wildcards, input):
-    return f"--base {input.base}" if "base" in input.keys() else ""
+def base_arguments(wildcards, input):
+    """--base and --calibration for the inputs build_inputs declared."""
+    return " ".join(f"--{name} {input[name]}" for name in ("base", "calibration") if name in input.keys())
+
+
+def calibration_inputs(wildcards):
+    """What a target's calibration stage reads: the checkpoint (its chat template), the artifact it runs on."""
+    target = TARGETS[wildcards.target]
+    return {"checkpoint": f"artifacts/{wildcards.model}/checkpoint",
+            "base": f"artifacts/{wildcards.model}/{wildcards.target}/{target['calibration']['base']}",
+            "env": f".envs/{target['toolchain']}/ready"}
 
 
 def validation_inputs(wildcards):

@@ -1,5 +1,6 @@
 """GGUF target: every type and Modelfile of every fixture as the pipeline run built and validated them, and
 broken copies (wrong eot, truncated file, wrong Modelfile template, wrong stop list) that the validator fails."""
+import hashlib
 import json
 import shutil
 import subprocess
@@ -10,7 +11,10 @@ from conftest import ARTIFACTS, FIXTURES, NAMESPACE, ROOT, publish_folder, read_
 from pipeline import recipes
 
 GGUF_PYTHON = ROOT / ".envs" / "gguf" / "bin" / "python"
-TYPES = list(recipes.targets()["targets"]["gguf"]["artifacts"])
+ARTIFACT_SPECS = recipes.targets()["targets"]["gguf"]["artifacts"]
+TYPES = list(ARTIFACT_SPECS)
+PLAIN = [t for t in TYPES if not ARTIFACT_SPECS[t].get("calibrated")]  # F16 first, then fewer bits
+IMATRIX = [t for t in TYPES if t not in PLAIN]  # made with the model's importance matrix
 MODELS = [m for m in FIXTURES if any(a["target"] == "gguf" for a in recipes.artifacts(recipes.load(m)))]
 PHI3 = [m for m in MODELS if recipes.load(m)["architecture"] == "Phi3ForCausalLM"]
 BROKEN_MODEL, BROKEN_TYPE = "fixture-phi-3-mini-4k", "Q8_0"
@@ -66,9 +70,10 @@ def test_phi3_fixtures_answer_and_stop_on_end_through_the_modelfile(records):
     for model in PHI3:
         for gguf_type in TYPES:
             checks = records[(model, gguf_type)]["checks"]
-            assert checks["task"]["answered"] == checks["task"]["reference_answered"] >= 10
+            # a 3-bit type may get right what the reference got wrong: answered as many, or more
+            assert checks["task"]["answered"] >= checks["task"]["reference_answered"] >= 10
             assert checks["modelfile_generation"]["stopped"] == 12
-            assert checks["modelfile_generation"]["answered"] == checks["task"]["reference_answered"]
+            assert checks["modelfile_generation"]["answered"] == checks["task"]["answered"]
 
 
 def test_float_gguf_matches_the_reference_and_quantized_types_lose_more_the_fewer_bits(records):
@@ -76,8 +81,63 @@ def test_float_gguf_matches_the_reference_and_quantized_types_lose_more_the_fewe
         assert records[(model, "F16")]["checks"]["teacher_forced_top1"]["value"] == 1.0
         kl = [records[(model, t)]["checks"]["kl"]["mean"] for t in TYPES]
         assert kl[0] < 1e-4 and min(kl[1:]) > kl[0], (model, kl)
-        sizes = [records[(model, t)]["size_bytes"] for t in TYPES]
+        sizes = [records[(model, t)]["size_bytes"] for t in PLAIN]
         assert sizes == sorted(sizes, reverse=True), (model, sizes)
+
+
+def tensors(model: str, gguf_type: str) -> dict:
+    """name -> (quantization type, sha256 of its data) of a built GGUF."""
+    folder = ARTIFACTS / model / "gguf" / gguf_type
+    result = subprocess.run([GGUF_PYTHON, "-c", TENSORS, folder / f"{model}-{gguf_type}.gguf"], capture_output=True,
+                            text=True, check=True)
+    return json.loads(result.stdout)
+
+
+TENSORS = ("import hashlib, json, sys, gguf; print(json.dumps({t.name: [t.tensor_type.name, "
+           "hashlib.sha256(t.data.tobytes()).hexdigest()] for t in gguf.GGUFReader(sys.argv[1]).tensors}))")
+
+
+def test_imatrix_quants_are_weighed_by_the_models_recorded_importance_matrix(pipeline_run):
+    """Each model's importance matrix (the GGUF calibration stage) comes from llama-imatrix over its calibration
+    text, which is kept and recorded; a K-quant made with it has the plain type's tensor types and other values;
+    IQ4_XS and IQ3_M hold their own types; every imatrix artifact and its card say what it was calibrated on."""
+    passage = (ROOT / "pipeline" / "data" / "passage.txt").read_text()
+    for model in MODELS:
+        calibration = ARTIFACTS / model / "gguf" / "calibration"
+        text = (calibration / "calibration.txt").read_text()
+        record = read_json(calibration / "calibration.json")
+        assert record["text"]["sha256"] == hashlib.sha256(text.encode()).hexdigest()
+        assert record["chunks"] >= 2 and record["chunk_tokens"] == 512
+        assert "<|assistant|>" in text and "<|end|>" in text  # chats as the model's template renders them
+        assert not any(paragraph.strip() in text for paragraph in passage.split("\n\n"))  # not the validation's
+        for gguf_type in IMATRIX:
+            assert read_json(ARTIFACTS / model / "gguf" / gguf_type / "calibration.json") == record
+            card = (publish_folder(ARTIFACTS / model, f"gguf/{gguf_type}") / "README.md").read_text()
+            assert f"calibrated: llama-imatrix over {record['chunks']} chunks" in card
+    model = "fixture-phi-3-mini-4k"
+    for gguf_type in ("Q4_K_M", "Q3_K_M"):
+        plain, weighed = tensors(model, gguf_type), tensors(model, f"{gguf_type}-imatrix")
+        assert {n: t for n, (t, _) in plain.items()} == {n: t for n, (t, _) in weighed.items()}
+        quantized = [n for n in plain if plain[n][0] not in ("F32", "F16")]
+        changed = [n for n in quantized if plain[n][1] != weighed[n][1]]
+        # every matrix llama-imatrix weighs: the token embedding is looked up, not multiplied, and the output
+        # matrix it leaves out by default (--process-output), as published imatrix quants do
+        assert set(quantized) - set(changed) <= {"token_embd.weight", "output.weight"}, (gguf_type, changed)
+        assert len(changed) >= len(quantized) - 2
+    for gguf_type, own in (("IQ4_XS-imatrix", "IQ4_XS"), ("IQ3_M-imatrix", "IQ3_S")):
+        assert own in {t for t, _ in tensors(model, gguf_type).values()}, gguf_type
+
+
+def test_a_calibrated_artifact_without_its_calibration_is_refused(pipeline_run, tmp_path):
+    model = "fixture-phi-3-mini-4k"
+    out = tmp_path / "Q4_K_M-imatrix"
+    result = subprocess.run([GGUF_PYTHON, "-m", "pipeline.build", "--target", "gguf", "--artifact", "Q4_K_M-imatrix",
+                             "--recipe", model, "--checkpoint", ARTIFACTS / model / "checkpoint",
+                             "--base", ARTIFACTS / model / "gguf" / "F16", "--out", out], cwd=ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and not out.exists()
+    assert result.stderr.splitlines()[-1].startswith("phi-forge: error: gguf/Q4_K_M-imatrix is made with the "
+                                                     "model's calibration stage: give its folder")
 
 
 def test_longrope_past_the_original_context(records):

@@ -123,7 +123,7 @@ def test_targets_yaml_is_checked_against_its_schema():
     table = recipes.targets()
     card = {"library_name": "transformers", "description": "The checkpoint.", "usage": "Load {file}."}
     broken = {**table, "targets": {"demo": {"toolchain": "torch", "runtime": "pytorch", "card": card,
-                                            "artifacts": {"x": {"precision": "int3"}}}}}
+                                            "artifacts": {"x": {"precision": "int2"}}}}}
     with pytest.raises(recipes.RecipeError, match="targets/demo/artifacts/x/precision"):
         recipes.check_schema(broken, recipes.load_schema("targets.schema.yaml"), "recipes/targets.yaml", "Fix it.")
 

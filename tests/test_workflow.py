@@ -152,7 +152,8 @@ def test_a_failed_build_is_a_failed_validation_and_the_run_goes_on(pipeline_run,
     run([SNAKEMAKE, "--cores", "2", "--config", f"models=[{SHADOWED_MODEL}]", "--", "all"], cwd=repo_copy)
     failed = read_json(model / "gguf" / "IQ2_XXS.validation.json")
     assert failed["status"] == "failed" and failed["unexplained"] == ["build"]
-    assert failed["reason"].startswith("the build failed: RuntimeError: llama_model_quantize to IQ2_XXS")
+    assert failed["reason"].startswith("the build failed: RuntimeError: llama-quantize to IQ2_XXS exited with "
+                                       "status 1: ")
     assert [p.name for p in checkpoint_files(model / "gguf" / "IQ2_XXS")] == ["build-failure.json"]
     derived = read_json(model / "gguf" / "Q4_K_M_OF_IQ2_XXS.validation.json")
     assert derived["reason"].startswith("the build failed: its base gguf/IQ2_XXS did not build: RuntimeError")

@@ -24,6 +24,7 @@ from pipeline.targets.gguf import modelfile
 # <|user|> / <|assistant|> and a fine-tune answers nothing (measured: 0 of 12 through the Modelfile, 12 of 12 with
 # the name). So a checkpoint whose special tokens rstrip gets the family in its GGUF's name.
 LLAMA_CPP_PHI3_NAMES = ("phi-3", "phi3")
+IMATRIX, RECORD = "imatrix.gguf", "calibration.json"  # the calibration stage's matrix and record (calibrate.py)
 
 
 def model_name(model: str, checkpoint_folder: Path) -> str:
@@ -71,22 +72,35 @@ def convert(folder: Path, spec: dict, facts: dict, out: Path):
                         *(["--end-of-turn", facts["end_of_turn"]] if facts["end_of_turn"] else [])], check=True)
 
 
-def quantize(base: Path, spec: dict, out: Path, threads: int):
+def tool(name: str) -> Path:
+    """llama.cpp's own program (llama-quantize, llama-imatrix), built with the bindings (envs/gguf.cmake)."""
     import llama_cpp
 
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = file_type(spec["options"]["type"])
-    params.nthread = threads
-    status = llama_cpp.llama_model_quantize(str(gguf_file(base)).encode(), str(out).encode(), params)
-    if status != 0:
-        raise RuntimeError(f"llama_model_quantize to {spec['options']['type']} returned {status}")
+    return Path(llama_cpp.__file__).parent / "bin" / name
 
 
-def build(checkpoint_folder: Path, spec: dict, facts: dict, out: Path, base: Path | None = None, threads: int = 1):
+def quantize(base: Path, spec: dict, out: Path, threads: int, calibration: Path | None = None):
+    """llama.cpp's quantizer from the base GGUF; weighing each column by the model's importance matrix (the
+    calibration stage's, calibrate.py) if given. Its output goes to the build's log, its last line into the error."""
+    weights = ["--imatrix", Path(calibration) / IMATRIX] if calibration else []
+    gguf_type = spec["options"]["type"]
+    result = subprocess.run([tool("llama-quantize"), *weights, gguf_file(base), out, gguf_type, str(threads)],
+                            capture_output=True, text=True)
+    sys.stderr.write(result.stdout + result.stderr)
+    if result.returncode != 0:
+        said = [line.strip() for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+        raise RuntimeError(f"llama-quantize to {gguf_type} exited with status {result.returncode}: "
+                           f"{said[-1] if said else 'no output'}")
+
+
+def build(checkpoint_folder: Path, spec: dict, facts: dict, out: Path, base: Path | None = None, threads: int = 1,
+          calibration: Path | None = None):
     """Into `out` (a scratch folder the caller renames into place): the GGUF, its Modelfile and LICENSE."""
     name = gguf_name(spec["model"], spec["name"])
     if "base" in spec["options"]:
-        quantize(base, spec, out / name, threads)
+        quantize(base, spec, out / name, threads, calibration)
+        if calibration:  # how the importance matrix was made: its calibration text's sources and digest
+            shutil.copy(Path(calibration) / RECORD, out / RECORD)
     else:
         convert(checkpoint_folder, spec, facts, out / name)
     from transformers import AutoTokenizer  # only now: its memory would add to the converter's and the quantizer's
