@@ -17,6 +17,9 @@ from pipeline import checkpoint, task
 from pipeline.cli import run_cli
 
 PROSE = Path(__file__).parent / "data" / "calibration-prose.txt"
+# What a target's calibration stage writes beside its output, and each calibrated artifact carries: {"method",
+# "text": record(...), ...}; the publish stage's card reads it.
+RECORD = "calibration.json"
 SEED = 31337
 CONVERSATIONS = 200
 

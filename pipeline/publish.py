@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from pipeline import recipes
+from pipeline import calibration, recipes
 from pipeline.atomic import atomic_dir, link_or_copy
 from pipeline.cli import run_cli
 
@@ -129,7 +129,7 @@ def held_notice(record: dict) -> str:
 
 def calibration_line(folder: Path) -> str:
     """What a calibrated artifact was made with (calibration.json beside it, its target's calibration stage)."""
-    record = folder / "calibration.json"
+    record = folder / calibration.RECORD
     if not record.exists():
         return ""
     calibrated = json.loads(record.read_text())

@@ -17,6 +17,7 @@ from pathlib import Path
 import gguf
 
 from pipeline import checkpoint
+from pipeline.calibration import RECORD
 from pipeline.targets.gguf import modelfile
 
 # llama.cpp gives Phi-3's special tokens the rstrip that HF's tokenizer.json gives them only when general.name
@@ -24,7 +25,7 @@ from pipeline.targets.gguf import modelfile
 # <|user|> / <|assistant|> and a fine-tune answers nothing (measured: 0 of 12 through the Modelfile, 12 of 12 with
 # the name). So a checkpoint whose special tokens rstrip gets the family in its GGUF's name.
 LLAMA_CPP_PHI3_NAMES = ("phi-3", "phi3")
-IMATRIX, RECORD = "imatrix.gguf", "calibration.json"  # the calibration stage's matrix and record (calibrate.py)
+IMATRIX = "imatrix.gguf"  # the calibration stage's importance matrix (calibrate.py)
 
 
 def model_name(model: str, checkpoint_folder: Path) -> str:

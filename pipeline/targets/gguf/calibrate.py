@@ -18,7 +18,7 @@ import gguf
 from pipeline import calibration
 from pipeline.atomic import atomic_dir
 from pipeline.cli import run_cli
-from pipeline.targets.gguf.build import IMATRIX, RECORD, gguf_file, tool
+from pipeline.targets.gguf.build import IMATRIX, gguf_file, tool
 
 CHUNK_TOKENS = 512  # llama-imatrix's default context per chunk, which published imatrix quants use
 TEXT = "calibration.txt"
@@ -32,7 +32,7 @@ def make(checkpoint_folder: Path, base: Path, out: Path, threads: int) -> Path:
         subprocess.run([tool("llama-imatrix"), "-m", gguf_file(base), "-f", scratch / TEXT, "-o", scratch / IMATRIX,
                         "-c", str(CHUNK_TOKENS), "--parse-special", "--no-ppl", "-t", str(threads)], check=True)
         chunks = int(gguf.GGUFReader(scratch / IMATRIX).fields["imatrix.chunk_count"].contents())
-        (scratch / RECORD).write_text(json.dumps({
+        (scratch / calibration.RECORD).write_text(json.dumps({
             "method": f"llama-imatrix over {chunks} chunks of {CHUNK_TOKENS} tokens of {Path(base).name}",
             "chunks": chunks, "chunk_tokens": CHUNK_TOKENS, "text": calibration.record(text)}, indent=2) + "\n")
     return out
