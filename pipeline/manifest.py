@@ -2,7 +2,8 @@
 resolved revision, the recipe's hash, phi-forge's version, tool and package versions, each artifact's validation
 summary, where it went and its Hub repository), SHA256SUMS and RELEASE.md beside it.
 
-    python -m pipeline.manifest write fixture-phi-3-mini-4k --namespace my-org   # manifest.json, SHA256SUMS, RELEASE.md
+    python -m pipeline.manifest write fixture-phi-3-mini-4k --namespace my-org \
+        artifacts/fixture-phi-3-mini-4k/gguf/F16.validation.json ...   # manifest.json, SHA256SUMS, RELEASE.md
     python -m pipeline.manifest verify artifacts/fixture-phi-3-mini-4k   # exit 1 and name every changed file
 
 SHA256SUMS paths are relative to artifacts/<model>/, so `sha256sum -c SHA256SUMS` works there too.
@@ -65,11 +66,13 @@ def placement(spec: dict, record: dict, namespace: str, model: str) -> dict:
     return {"folder": f"{destination(record)}/{artifact}", "repo": repo_id(namespace, model, artifact)}
 
 
-def build(model: str, namespace: str, artifacts: Path = ARTIFACTS) -> dict:
+def build(model: str, namespace: str, validations: list[Path], artifacts: Path = ARTIFACTS) -> dict:
+    """The manifest of the run's artifacts: those whose validation files its rule declares."""
     folder = artifacts / model
+    recipe = recipes.load_supported(model)
     recipe_files = [recipes.RECIPES / "models" / f"{model}.yaml", recipes.RECIPES / "targets.yaml"]
-    specs = {f"{s['target']}/{s['name']}": s for s in recipes.artifacts(recipes.load_supported(model))}
-    records = {name: json.loads((folder / f"{name}.validation.json").read_text()) for name in specs}
+    records = {record["artifact"]: record for record in (json.loads(Path(p).read_text()) for p in validations)}
+    specs = {name: recipes.artifact(recipe, *name.split("/", 1)) for name in records}
     toolchains = sorted({"torch", *(s["toolchain"] for s in specs.values())})
     return {
         "schema_version": 2,
@@ -86,8 +89,8 @@ def build(model: str, namespace: str, artifacts: Path = ARTIFACTS) -> dict:
     }
 
 
-def write(model: str, namespace: str, artifacts: Path = ARTIFACTS) -> dict:
-    manifest = build(model, namespace, artifacts)
+def write(model: str, namespace: str, validations: list[Path], artifacts: Path = ARTIFACTS) -> dict:
+    manifest = build(model, namespace, validations, artifacts)
     folder = artifacts / model
     with atomic_file(folder / "SHA256SUMS") as tmp:
         tmp.write_text("".join(f"{f['sha256']}  {name}\n" for name, f in manifest["files"].items()))
@@ -152,11 +155,12 @@ def main(argv=None):
     write_parser.add_argument("model")
     write_parser.add_argument("--namespace", required=True, help="Hub organisation or user (config `namespace`)")
     write_parser.add_argument("--artifacts", type=Path, default=ARTIFACTS)
+    write_parser.add_argument("validations", nargs="+", type=Path, help="the run's validation.json files")
     verify_parser = commands.add_parser("verify", help="check a model folder's files against its manifest")
     verify_parser.add_argument("folder", type=Path)
     args = parser.parse_args(argv)
     if args.command == "write":
-        manifest = write(args.model, args.namespace, args.artifacts)
+        manifest = write(args.model, args.namespace, args.validations, args.artifacts)
         print(f"{args.model}: {len(manifest['files'])} files, {len(manifest['artifacts'])} artifacts")
         return
     problems = verify(args.folder)

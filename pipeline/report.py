@@ -2,12 +2,13 @@
 twin artifacts/report.md, made from the validation.json files only.
 
     python -m pipeline.report --html artifacts/report.html --markdown artifacts/report.md \
-        [--machine artifacts/machine.json] MODEL...
+        [--machine artifacts/machine.json] artifacts/<model>/<target>/<artifact>.validation.json...
 
 Per model, one table of targets x precision classes: each artifact's status and mean KL, the reason it failed or
 did not run one click away, and the one to publish per target and class marked (`recommended`); beside it,
-fidelity against size as a plot. Then what the validators found, by cause, and every number per artifact, its
-decode speed beside the fastest this machine's memory bandwidth allows (pipeline.machine).
+fidelity against size as a plot. Then what the validators found, by cause; per target, its int4 settings for the
+CPU side by side (config `alternatives` adds each tool's other settings); and every number per artifact, its decode
+speed beside the fastest this machine's memory bandwidth allows (pipeline.machine).
 """
 import argparse
 import html
@@ -20,7 +21,6 @@ from pipeline.machine import decode_bound
 from pipeline.prompts import PROFILES
 from pipeline.publish import PUBLISH, destination
 
-ARTIFACTS = Path("artifacts")
 STATUS_WORDS = {"passed": "pass", "failed": "FAIL", "not_run": "not run here"}
 COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
 PRECISIONS = ["float", "int8", "int4", "int3"]  # validation.schema.yaml's classes, the most faithful first
@@ -31,9 +31,9 @@ LEGEND = (f"{MARK} marks the artifact to publish per target and precision class:
           "CPU provider), so the publish gate holds it back. KL is that mean KL per token, lower is closer.")
 
 
-def load(models: list[str], artifacts: Path = ARTIFACTS) -> list[dict]:
-    return [json.loads(path.read_text()) for model in models
-            for path in sorted((artifacts / model).glob("*/**/*.validation.json"))]
+def load(validations: list[Path]) -> list[dict]:
+    """The run's validation files, those its rule declares: not whatever an earlier run left beside them."""
+    return [json.loads(Path(path).read_text()) for path in validations]
 
 
 def number(value, form: str) -> str:
@@ -353,11 +353,10 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--html", required=True, type=Path)
     parser.add_argument("--markdown", required=True, type=Path)
-    parser.add_argument("--artifacts", type=Path, default=ARTIFACTS)
     parser.add_argument("--machine", type=Path, help="pipeline.machine's figures, for the decode-speed bound")
-    parser.add_argument("models", nargs="+")
+    parser.add_argument("validations", nargs="+", type=Path, help="the run's validation.json files")
     args = parser.parse_args(argv)
-    records = load(args.models, args.artifacts)
+    records = load(args.validations)
     machine = json.loads(args.machine.read_text()) if args.machine else None
     for path, text in ((args.markdown, markdown(records, machine)), (args.html, html_report(records, machine))):
         with atomic_file(path) as tmp:

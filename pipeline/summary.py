@@ -1,7 +1,8 @@
 """The one screen a run ends with: per model, where it came from and how its reference did; every artifact's
 verdict; what the publish gate would let be pushed.
 
-    python -m pipeline.summary --out artifacts/summary.md fixture-phi-3-mini-4k fixture-phi-3-mini-128k
+    python -m pipeline.summary --out artifacts/summary.md fixture-phi-3-mini-4k fixture-phi-3-mini-128k \
+        --validations artifacts/fixture-phi-3-mini-4k/gguf/F16.validation.json ...
 """
 import argparse
 import json
@@ -37,9 +38,9 @@ def table(models: list[str], artifacts: Path = ARTIFACTS) -> str:
     return markdown(header, [row(model, artifacts) for model in models])
 
 
-def artifact_matrix(models: list[str], artifacts: Path = ARTIFACTS) -> str:
+def artifact_matrix(validations: list[Path]) -> str:
     """Artifacts down, models across, each cell the validation status: one screen for the whole run."""
-    records = report.load(models, artifacts)
+    records = report.load(validations)
     if not records:
         return ""
     models, names, cells = report.matrix(records)
@@ -67,9 +68,10 @@ def main(argv=None):
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--artifacts", type=Path, default=ARTIFACTS)
     parser.add_argument("models", nargs="+")
+    parser.add_argument("--validations", nargs="*", type=Path, default=[], help="the run's validation.json files")
     args = parser.parse_args(argv)
     text = "# phi-forge summary\n\nFloat32 PyTorch reference per model.\n\n" + table(args.models, args.artifacts)
-    artifacts = artifact_matrix(args.models, args.artifacts)
+    artifacts = artifact_matrix(args.validations)
     if artifacts:
         text += "\nEvery artifact, validated in its own runtime against the reference.\n\n" + artifacts
         text += ("\nThe publish gate; `python -m pipeline.push artifacts/<model>` shows what it would upload.\n\n"

@@ -54,7 +54,8 @@ rule manifest:
         runtime=30,  # minutes: the sha256 of every published file
     shadow: SHADOW
     shell:
-        "{params.python} -m pipeline.manifest write {wildcards.model} --namespace {params.namespace} > {log} 2>&1"
+        "{params.python} -m pipeline.manifest write {wildcards.model} --namespace {params.namespace}"
+        " {input.validations} > {log} 2>&1"
 
 
 # This machine's memory bandwidth, the bound the report sets each decode speed beside; with the validations'
@@ -89,7 +90,6 @@ rule report:
         markdown="artifacts/report.md",
     params:
         python=runner(),
-        models=MODELS,
     log:
         "logs/report.log",
     benchmark:
@@ -101,5 +101,5 @@ rule report:
     shadow: SHADOW
     shell:
         "{params.python} -m pipeline.report --html {output.html} --markdown {output.markdown}"
-        " --machine {input.machine} {params.models}"
+        " --machine {input.machine} {input.validations}"
         " > {log} 2>&1"

@@ -24,4 +24,5 @@ rule summary:
         runtime=5,
     shadow: SHADOW
     shell:
-        "{params.python} -m pipeline.summary --out {output} {params.models} > {log} 2>&1"
+        "{params.python} -m pipeline.summary --out {output} {params.models} --validations {input.validations}"
+        " > {log} 2>&1"

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pipeline import recipes
+
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "artifacts"
 TORCH_PYTHON = ROOT / ".envs" / "torch" / "bin" / "python"
@@ -58,6 +60,12 @@ def linked_model(repo: Path, model: str, names: tuple[str, ...]) -> Path:
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         subprocess.run(["cp", "-al", ARTIFACTS / model / name, folder / name], check=True)
     return folder
+
+
+def validation_files(model: str) -> list[Path]:
+    """The validation files of the model's run, as its rules declare them (not an alternatives run's beside them)."""
+    return [ARTIFACTS / model / f"{s['target']}/{s['name']}.validation.json"
+            for s in recipes.artifacts(recipes.load(model))]
 
 
 def verdicts(record: dict) -> tuple[str, dict]:

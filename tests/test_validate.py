@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from conftest import ARTIFACTS, ROOT, TORCH_PYTHON, run
+from conftest import ARTIFACTS, FIXTURES, ROOT, TORCH_PYTHON, run, validation_files
 from pipeline import publish, recipes, task, validate, validation
 
 MODEL = "fixture-phi-3-mini-4k"  # trained, with a prompt past its sliding window
@@ -131,7 +131,7 @@ def test_targets_yaml_is_checked_against_its_schema():
 def test_every_failure_on_the_fixture_family_is_attributed(pipeline_run):
     """Each failed check names the deviation that accounts for it; none is left unexplained on the fixtures, and
     the report and the summary say how many are."""
-    for path in sorted(ARTIFACTS.glob("fixture-*/*/**/*.validation.json")):
+    for path in [path for model in FIXTURES for path in validation_files(model)]:
         record = json.loads(path.read_text())
         failed = sorted(name for name, c in record["checks"].items() if c["status"] == "failed")
         assert record.get("unexplained", []) == [], (record["artifact"], record["model"], record.get("reason"))
@@ -143,7 +143,7 @@ def test_every_failure_on_the_fixture_family_is_attributed(pipeline_run):
 def test_the_report_states_each_cause_once_with_what_it_hits(pipeline_run):
     report = (ARTIFACTS / "report.md").read_text()
     findings = report.split("## What the validators found", 1)[1]
-    records = [json.loads(p.read_text()) for p in sorted(ARTIFACTS.glob("fixture-*/*/**/*.validation.json"))]
+    records = [json.loads(p.read_text()) for model in FIXTURES for p in validation_files(model)]
     ids = {d["id"] for r in records for d in r.get("deviations", [])}
     assert {"ignores-sliding-window", "mlx-longrope-long-factor", "llamacpp-phimoe-softmax-routing"} <= ids
     for deviation_id in ids:
