@@ -114,14 +114,20 @@ def artifact(recipe: dict, target: str, name: str, table: dict | None = None) ->
             "refused": f"{target}/{name} is not built for {recipe['architecture']}: {refused}" if refused else None}
 
 
-def artifacts(recipe: dict) -> list[dict]:
-    """Every artifact this model's run makes: each target's (but opt-in ones), or those the recipe's `targets:`
-    names."""
+def artifacts(recipe: dict, alternatives: bool = False) -> list[dict]:
+    """Every artifact this model's run makes: each target's (but opt-in ones and alternatives), or those the
+    recipe's `targets:` names; with `alternatives` (config `alternatives`), also each of its targets'
+    alternatives."""
     table = targets()
     chosen = recipe.get("targets", {})
-    return [artifact(recipe, target, name, table)
-            for target, target_spec in table["targets"].items()
-            for name in chosen.get(target, [n for n, a in target_spec["artifacts"].items() if not a.get("opt_in")])]
+    made = {target: chosen.get(target, [n for n, a in spec["artifacts"].items()
+                                        if not a.get("opt_in") and not a.get("alternative")])
+            for target, spec in table["targets"].items()}
+    if alternatives:
+        made = {target: names + [n for n, a in table["targets"][target]["artifacts"].items()
+                                 if a.get("alternative") and n not in names]
+                for target, names in made.items() if names}
+    return [artifact(recipe, target, name, table) for target, names in made.items() for name in names]
 
 
 def source(recipe: dict, config_sources: dict) -> str:

@@ -24,7 +24,7 @@ RUN_STARTED = time.time()
 SHADOW = config["shadow"]
 
 # Every artifact each model's run makes, from recipes/targets.yaml and the model's recipe.
-ARTIFACTS = {model: recipes.artifacts(RECIPES[model]) for model in MODELS}
+ARTIFACTS = {model: recipes.artifacts(RECIPES[model], config["alternatives"]) for model in MODELS}
 TARGETS = recipes.targets()["targets"]
 
 wildcard_constraints:

@@ -74,6 +74,20 @@ def test_dry_run_plans_every_artifact_on_a_fresh_clone(repo_copy, config):
     assert not (repo_copy / "artifacts").exists()
 
 
+def test_alternatives_add_each_targets_other_settings_to_the_plan(repo_copy):
+    """config `alternatives` plans every target's alternatives beside the defaults, and a plain run none of them."""
+    table = recipes.targets()["targets"]
+    alternatives = {f"{target}/{name}" for target, spec in table.items() for name, artifact in spec["artifacts"].items()
+                    if artifact.get("alternative")}
+    assert {name.split("/")[0] for name in alternatives} >= {"onnx", "mlx", "openvino"}
+    plain = run([SNAKEMAKE, "all", "--dry-run"], cwd=repo_copy).stdout
+    planned = run([SNAKEMAKE, "all", "--dry-run", "--config", "alternatives=True"], cwd=repo_copy).stdout
+    specs = [spec for model in FIXTURES for spec in recipes.artifacts(recipes.load(model), alternatives=True)]
+    assert job_counts(planned)["validate"] == len(specs) > job_counts(plain)["validate"]
+    for name in alternatives:
+        assert f"{name}.validation.json" in planned and f"{name}.validation.json" not in plain, name
+
+
 @pytest.mark.parametrize("profile", ["local", "slurm"])
 def test_each_profile_plans_the_same_jobs(repo_copy, profile):
     """profiles/<name> (--workflow-profile) changes where jobs run, not what runs; a dry run submits nothing."""
