@@ -18,6 +18,10 @@ from pipeline.targets.onnx.build import attention_window
 
 # genai_config.json provider_options the builder writes for each device, by provider name.
 PROVIDERS = {"cpu": [], "cuda": ["cuda"], "dml": ["dml"]}
+# What the builder's algo_config writes beyond plain int4 (its table of input names in builders/base.py): k_quant
+# always stores zero points, and the mixed placements put some MatMuls (the last, or chosen layers) in 8 bits.
+ZERO_POINTS_ALGOS = {"k_quant", "k_quant_last", "k_quant_mixed"}
+EIGHT_BIT_ALGOS = {"rtn_last", "k_quant_last", "k_quant_mixed"}
 
 
 def external_data_problems(folder: Path, model: onnx.ModelProto) -> list[str]:
@@ -104,23 +108,29 @@ class Genai(Runtime):
                      found=found, wanted=wanted)
 
     def quantization_check(self) -> dict:
-        """The graph is what the recipe asked for: MatMulNBits with its block size, accuracy level, symmetry."""
+        """The graph is what the recipe asked for: MatMulNBits with its block size, accuracy level, symmetry, and
+        the 8-bit MatMuls of a mixed algo_config beside the 4-bit ones."""
         options = self.spec["options"]
         nodes = node_attributes(self.graph, "MatMulNBits")
-        wanted = {"bits": 4, "block_size": options.get("block_size", 32)}
-        if "accuracy_level" in options:
-            wanted["accuracy_level"] = options["accuracy_level"]
         if self.spec["precision"] != "int4":
             return check(not nodes, f"{len(nodes)} MatMulNBits nodes in a {options['precision']} graph",
                          matmulnbits=len(nodes))
-        asymmetric = options.get("quantizer") == "hqq" or options.get("is_symmetric") is False
+        algo = options.get("algo_config")
+        asymmetric = (options.get("quantizer") == "hqq" or options.get("is_symmetric") is False
+                      or algo in ZERO_POINTS_ALGOS)
+        wanted = {"bits": 4, "block_size": options.get("block_size", 32)}
+        if "accuracy_level" in options:
+            wanted["accuracy_level"] = options["accuracy_level"]
         wanted["inputs"] = 4 if asymmetric else 3  # zero points are the 4th input
+        wanted_bits = [4, 8] if algo in EIGHT_BIT_ALGOS else [4]
         found = sorted({json.dumps({key: node.get(key) for key in wanted}, sort_keys=True) for node in nodes})
-        wrong = [f for f in found if json.loads(f) != wanted]
+        bits = sorted({json.loads(f)["bits"] for f in found})
+        wrong = [f for f in found if {**json.loads(f), "bits": 4} != wanted]  # bits are judged apart, below
         reason = ("no MatMulNBits nodes: the graph is not int4" if not nodes else
-                  f"MatMulNBits attributes {wrong} differ from the recipe's {wanted} (an option the builder ignored)")
-        return check(bool(nodes) and not wrong, reason, matmulnbits=len(nodes), wanted=wanted,
-                     found=[json.loads(f) for f in found])
+                  f"MatMulNBits attributes {wrong} differ from the recipe's {wanted} (an option the builder ignored)"
+                  if wrong else f"MatMulNBits of {bits} bits where the recipe's algo_config {algo} makes {wanted_bits}")
+        return check(bool(nodes) and not wrong and bits == wanted_bits, reason, matmulnbits=len(nodes),
+                     wanted={**wanted, "bits": wanted_bits}, found=[json.loads(f) for f in found])
 
     def genai_config_check(self) -> dict:
         """genai_config.json declares the checkpoint's end tokens, context length and vocabulary, and the
