@@ -1,5 +1,6 @@
 """Calibration text for quantizers that weigh each weight by the activations it meets (llama.cpp's importance
-matrix): the model's own chat distribution, rendered by its chat template, and prose that no validation prompt uses.
+matrix, mlx-lm's GPTQ): the model's own chat distribution, rendered by its chat template, and prose that no
+validation prompt uses.
 
     python -m pipeline.calibration --checkpoint artifacts/<model>/checkpoint --out calibration.txt
 
@@ -17,8 +18,8 @@ from pipeline import checkpoint, task
 from pipeline.cli import run_cli
 
 PROSE = Path(__file__).parent / "data" / "calibration-prose.txt"
-# What a target's calibration stage writes beside its output, and each calibrated artifact carries: {"method",
-# "text": record(...), ...}; the publish stage's card reads it.
+# What a target's calibration stage (or a build that calibrates itself, MLX's GPTQ) writes beside its output, and
+# each calibrated artifact carries: {"method", "text": record(...), ...}; the publish stage's card reads it.
 RECORD = "calibration.json"
 SEED = 31337
 CONVERSATIONS = 200

@@ -128,7 +128,8 @@ def held_notice(record: dict) -> str:
 
 
 def calibration_line(folder: Path) -> str:
-    """What a calibrated artifact was made with (calibration.json beside it, its target's calibration stage)."""
+    """What a calibrated artifact was made with: the calibration.json beside it, from its target's calibration stage
+    or its own build (MLX's GPTQ)."""
     record = folder / calibration.RECORD
     if not record.exists():
         return ""

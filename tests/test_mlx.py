@@ -1,4 +1,6 @@
-"""MLX: 4-bit and 8-bit artifacts from mlx-lm's converter, validated in mlx-lm on the CPU; broken ones fail."""
+"""MLX: 4-bit and 8-bit artifacts from mlx-lm's converter and its GPTQ, validated in mlx-lm on the CPU; broken ones
+fail."""
+import hashlib
 import json
 import shutil
 import subprocess
@@ -123,6 +125,23 @@ def test_the_original_context_variant_is_refused_for_a_checkpoint_without_longro
     assert result.stderr.splitlines() == ["phi-forge: error: mlx/4bit-original-context is for LongRoPE checkpoints; "
                                           "this one's rope is plain, which mlx-lm computes exactly: leave it out of "
                                           "the recipe's targets."]
+
+
+@pytest.mark.parametrize("model", ["fixture-phi-3-mini-4k", "fixture-phi-3-medium-4k"])
+def test_gptq_is_made_on_the_models_calibration_text_and_says_so(pipeline_run, model):
+    """mlx-lm's GPTQ runs on pipeline.calibration's text of this checkpoint (not a download), recorded beside the
+    weights and on the card, and quantizes at 4bit's bits and group size."""
+    folder = ARTIFACTS / model / "mlx" / "4bit-gptq"
+    record = read_json(folder / "calibration.json")
+    text = run([MLX_PYTHON, "-c", "import sys; from pathlib import Path; from pipeline import calibration; "
+                "sys.stdout.write(calibration.text(Path(sys.argv[1])))", ARTIFACTS / model / "checkpoint"]).stdout
+    assert record["text"]["sha256"] == hashlib.sha256(text.encode()).hexdigest()
+    assert record["method"].startswith("mlx-lm GPTQ over ") and record["chunks"] > 0
+    quantization = read_json(folder / "config.json")["quantization"]
+    assert (quantization["bits"], quantization["group_size"]) == (4, 64)
+    assert validation(model, "4bit-gptq")["checks"]["quantization"]["status"] == "passed"
+    card = (publish_folder(ARTIFACTS / model, "mlx/4bit-gptq") / "README.md").read_text()
+    assert "- calibrated: mlx-lm GPTQ over " in card
 
 
 def test_phimoe_is_validated_in_float32_and_says_so(pipeline_run):

@@ -1,4 +1,6 @@
-"""MLX artifacts with mlx-lm's own converter: affine 4-bit / 8-bit, or one of its mixed-precision recipes.
+"""MLX artifacts with mlx-lm's own converter: affine 4-bit / 8-bit, or one of its mixed-precision recipes; with
+option `quantizer: gptq`, mlx-lm's GPTQ on the model's calibration text (pipeline.calibration), recorded in
+calibration.json.
 
 The artifact's settings come from recipes/targets.yaml (target `mlx`). After mlx_lm.convert, the folder gets the
 checkpoint's own tokenizer files back (mlx-lm writes transformers-5 files that older Mac stacks cannot load and
@@ -10,8 +12,12 @@ import json
 import shutil
 from pathlib import Path
 
+import mlx.core as mx
 from mlx_lm.convert import convert
+from mlx_lm.quant.gptq import gptq_quantize
+from mlx_lm.utils import load, save
 
+from pipeline import calibration
 from pipeline.checkpoint import write_generation_config
 from pipeline.recipes import RecipeError
 
@@ -24,6 +30,8 @@ KEPT_FILES = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json", "spe
 # Artifact option -> mlx_lm.convert keyword.
 CONVERT_OPTIONS = {"bits": "q_bits", "group_size": "q_group_size", "mode": "q_mode",
                    "quant_predicate": "quant_predicate", "dtype": "dtype"}
+# GPTQ's calibration chunks, the sequence length mlx-lm's GPTQ uses by default
+GPTQ_CHUNK_TOKENS = 512
 # config.json key stating the context an artifact is exact up to, where that is less than the checkpoint's
 VALID_CONTEXT = "valid_context_length"
 
@@ -64,6 +72,24 @@ def fix_config(checkpoint: Path, out: Path, spec: dict, facts: dict):
     path.write_text(json.dumps(config, indent=4) + "\n")
 
 
+def gptq(checkpoint: Path, folder: Path, opts: dict):
+    """mlx-lm's GPTQ (mlx_lm.quant.gptq) on every chunk of the model's calibration text, where its CLI would
+    download a text of its own; layers GPTQ does not handle (the embedding) get the same bits and group size."""
+    model, tokenizer, config = load(str(checkpoint), lazy=True, return_config=True)
+    stored = config.get("torch_dtype") or config.get("dtype") or "bfloat16"
+    model.set_dtype(mx.float32)  # the Hessians in bf16 wreck the inverse (KL 7.6 on a fixture); MoE needs float32
+    text = calibration.text(checkpoint)
+    tokens = mx.array(tokenizer.encode(text))
+    chunks = tokens[:tokens.size // GPTQ_CHUNK_TOKENS * GPTQ_CHUNK_TOKENS].reshape(-1, GPTQ_CHUNK_TOKENS)
+    bits, group_size = opts["bits"], opts.get("group_size", 64)
+    model, config["quantization"] = gptq_quantize(model, chunks, bits, group_size, bits, group_size)
+    model.set_dtype(getattr(mx, stored))  # scales and the unquantized tensors as stored, as mlx_lm.convert keeps them
+    save(folder, checkpoint, model, tokenizer, config)
+    (folder / calibration.RECORD).write_text(json.dumps({
+        "method": f"mlx-lm GPTQ over {chunks.shape[0]} chunks of {GPTQ_CHUNK_TOKENS} tokens",
+        "chunks": chunks.shape[0], "chunk_tokens": GPTQ_CHUNK_TOKENS, "text": calibration.record(text)}, indent=2) + "\n")
+
+
 def build(checkpoint: Path, spec: dict, facts: dict, out: Path, base: Path | None = None, threads: int = 1):
     opts = spec["options"]
     if opts.get("rope") == "original_context" and facts.get("rope_type") != "longrope":
@@ -71,7 +97,10 @@ def build(checkpoint: Path, spec: dict, facts: dict, out: Path, base: Path | Non
                           f"{facts.get('rope_type') or 'plain'}, which mlx-lm computes exactly: leave it out of the "
                           "recipe's targets.")
     folder = out / "mlx"  # mlx_lm.convert refuses an existing folder
-    convert(str(checkpoint), str(folder), quantize=True, **convert_kwargs(opts))
+    if opts.get("quantizer") == "gptq":
+        gptq(checkpoint, folder, opts)
+    else:
+        convert(str(checkpoint), str(folder), quantize=True, **convert_kwargs(opts))
     restore_tokenizer(checkpoint, folder)
     fix_config(checkpoint, folder, spec, facts)
     write_generation_config(checkpoint, folder, facts)

@@ -38,6 +38,8 @@ TOKENIZER_FILES = [name for name in KEPT_FILES if name != "LICENSE"]
 # Options of the artifact that mlx-lm records in config.json's `quantization`.
 QUANTIZATION_KEYS = ("bits", "group_size", "mode")
 MODE_DEFAULTS = {"affine": {"bits": 4, "group_size": 64}}
+# What mlx-lm's load reads a config.json `quantization` without (utils.load_model): GPTQ's config states no mode.
+LOAD_DEFAULTS = {"mode": "affine"}
 
 
 def read_config(folder: Path) -> dict:
@@ -163,7 +165,7 @@ class MLX(Runtime):
     def quantization_check(self) -> dict:
         """config.json's `quantization` is what the recipe asked for."""
         options = self.spec["options"]
-        stated = self.config["quantization"]
+        stated = {**LOAD_DEFAULTS, **self.config["quantization"]}
         wanted = {**MODE_DEFAULTS.get(options.get("mode", "affine"), {}), "mode": "affine",
                   **{k: options[k] for k in QUANTIZATION_KEYS if k in options}}
         wrong = {k: [stated.get(k), v] for k, v in wanted.items() if stated.get(k) != v}
