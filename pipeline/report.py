@@ -203,6 +203,42 @@ def markdown_model(records: list[dict], marked: set) -> str:
             + (f"\n{notes}" if notes else "") + "\n")
 
 
+def settings(records: list[dict], precision: str = "int4") -> list[tuple[str, list[str], list[list[str]]]]:
+    """Per target that made more than one artifact of the class for the CPU (config `alternatives` adds each tool's
+    other settings): a table of its settings x models, each cell the mean KL and the size in MiB. A setting measured
+    on every model of the table is also set against the lowest KL of such settings per model: the geometric mean
+    over the models of its KL and size ratios."""
+    tables = []
+    for name, group in grouped((target(r), r) for r in records
+                               if r["precision"] == precision and r["device"]["intended"] == "cpu"):
+        cell = {(r["model"], r["artifact"]): r for r in group if mean_kl(r) is not None and r["size_bytes"]}
+        models = list(dict.fromkeys(model for model, _ in cell))
+        artifacts = list(dict.fromkeys(artifact for _, artifact in cell))
+        if len(artifacts) < 2:
+            continue
+        complete = [a for a in artifacts if all((m, a) in cell for m in models)]
+        best = {m: min((cell[m, a] for a in complete), key=mean_kl) for m in models} if complete else {}
+        rows = []
+        for artifact in artifacts:
+            hits = [(cell[m, artifact], best[m]) for m in models] if artifact in complete else []
+            ratios = [number(math.exp(sum(math.log(f(r) / f(b)) for r, b in hits) / len(hits)) if hits else None,
+                             ".2f") for f in (mean_kl, lambda r: r["size_bytes"])]
+            rows.append([artifact.split("/", 1)[1], *(
+                f"{kl_text(cell[m, artifact])}, {cell[m, artifact]['size_bytes'] / 2**20:.2f} MiB"
+                if (m, artifact) in cell else "-" for m in models), *ratios])
+        tables.append((name, models, rows))
+    return tables
+
+
+SETTINGS_NOTE = ("Each tool's int4 settings for the CPU side by side: mean KL to the reference and size; then, for "
+                 "a setting measured on every model here, its KL and size against the lowest-KL such setting of each "
+                 "model (1.00: that one), the geometric mean over the models.")
+
+
+def settings_header(models: list[str]) -> list[str]:
+    return ["setting", *models, "KL x lowest", "size x lowest's"]
+
+
 def markdown(records: list[dict], machine: dict | None = None) -> str:
     marked = recommended(records)
     figures = numbers(records, machine)
@@ -211,6 +247,8 @@ def markdown(records: list[dict], machine: dict | None = None) -> str:
             + "## What the validators found, by cause\n\n"
             + "".join(f"- {cause.rstrip('.')}. Hits: {', '.join(f'{m} {a}'.strip() for m, a in hits)}.\n"
                       for cause, hits in findings(records))
+            + "".join(f"\n## {name}: int4 settings\n\n{SETTINGS_NOTE}\n\n"
+                      + markdown_table(settings_header(models), rows) for name, models, rows in settings(records))
             + "\n## Size, fidelity, speed\n\n" + speed_note(machine) + "\n\n"
             + markdown_table(list(figures[0]), [list(f.values()) for f in figures]))
 
@@ -344,7 +382,9 @@ def html_report(records: list[dict], machine: dict | None = None) -> str:
             f'</p><p class="legend">{html.escape(LEGEND)} Hover over an artifact, or click one that failed or did '
             "not run, for why.</p>" + "".join(html_model(group, marked, targets) for _, group in by_model(records))
             + f'<h2>What the validators found, by cause</h2><ul class="findings">{html_findings(records)}</ul>'
-            "<details class=\"numbers\"><summary><h2>Size, fidelity, speed</h2></summary>"
+            + "".join(f"<h2>{html.escape(name)}: int4 settings</h2><p>{html.escape(SETTINGS_NOTE)}</p>"
+                      + html_table(settings_header(models), rows) for name, models, rows in settings(records))
+            + "<details class=\"numbers\"><summary><h2>Size, fidelity, speed</h2></summary>"
             f"<p>{html.escape(speed_note(machine))}</p>"
             + html_table(list(figures[0]), [list(f.values()) for f in figures]) + "</details></body></html>\n")
 

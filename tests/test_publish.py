@@ -2,6 +2,7 @@
 report, whose numbers must be the validation.json files' own and which must render in a browser."""
 import hashlib
 import html
+import math
 import re
 import shutil
 import struct
@@ -10,14 +11,11 @@ import zlib
 import pytest
 import yaml
 
-from conftest import ARTIFACTS, FIXTURES, NAMESPACE, ROOT, SNAKEMAKE, publish_folder, read_json, run
+from conftest import (ARTIFACTS, FIXTURES, NAMESPACE, ROOT, SNAKEMAKE, publish_folder, read_json, run,
+                      validation_files)
 from pipeline import recipes
 
 PYTHON = SNAKEMAKE.parent / "python"
-
-
-def validation_files(model):
-    return sorted((ARTIFACTS / model).glob("*/**/*.validation.json"))
 
 
 @pytest.mark.parametrize("model", FIXTURES)
@@ -237,6 +235,36 @@ def test_report_markdown_marks_the_artifact_to_publish(pipeline_run):
         marked = [artifact for m, artifact in recommended if m == model]
         assert section.count("\u2605 ") == len(marked), model
         assert all(f"\u2605 {artifact.rsplit('/', 1)[-1]} pass" in section for artifact in marked), model
+
+
+def test_report_sets_each_tools_int4_settings_side_by_side(pipeline_run):
+    """Per target with more than one int4 artifact for the CPU, each one's KL and size per model, and a setting
+    built for every model against the lowest KL of those, from the validation files."""
+    records = [r for m in FIXTURES for r in map(read_json, validation_files(m))
+               if r["precision"] == "int4" and r["device"]["intended"] == "cpu" and r["checks"]["kl"].get("mean")]
+    text = (ARTIFACTS / "report.md").read_text()
+    by_target = {}
+    for record in records:
+        by_target.setdefault(record["artifact"].split("/")[0], {})[record["model"], record["artifact"]] = record
+    compared = {target: cells for target, cells in by_target.items() if len({a for _, a in cells}) > 1}
+    assert {"onnx", "gguf"} <= set(compared)  # rtn and hqq; the K- and IQ-types
+    for target, cells in compared.items():
+        section = text.split(f"\n## {target}: int4 settings\n", 1)[1].split("\n## ", 1)[0]
+        rows = {row["setting"]: row for row in parse_markdown_table(section, "setting")}
+        models, settings = {m for m, _ in cells}, {a for _, a in cells}
+        complete = [a for a in settings if all((m, a) in cells for m in models)]
+        lowest = {m: min(cells[m, a]["checks"]["kl"]["mean"] for a in complete) for m in models}
+        for (model, artifact), record in cells.items():
+            row = rows[artifact.split("/", 1)[1]]
+            assert row[model] == f"KL {record['checks']['kl']['mean']:.2g}, {record['size_bytes'] / 2**20:.2f} MiB"
+        for artifact in settings:
+            row = rows[artifact.split("/", 1)[1]]
+            if artifact not in complete:
+                assert row["KL x lowest"] == "-"
+                continue
+            ratios = [cells[m, artifact]["checks"]["kl"]["mean"] / lowest[m] for m in models]
+            assert float(row["KL x lowest"]) == pytest.approx(math.prod(ratios) ** (1 / len(ratios)), abs=0.006)
+            assert float(row["KL x lowest"]) >= 1.0
 
 
 def test_snakemake_report_works(pipeline_run, tmp_path):
