@@ -11,7 +11,7 @@ from pipeline import recipes, validation
 
 SOURCE = "fixture-phi-3-mini-4k"
 MODELS = {"untried-finetune": "finetune", "untried-shape": "shape"}
-TARGETS = {"gguf": ["F16", "Q4_K_M"], "mlx": ["4bit"], "onnx": ["cpu_and_mobile/cpu-int4-rtn-block-32-acc-level-4"],
+TARGETS = {"gguf": ["F16", "Q4_K_M"], "mlx": ["4bit"], "onnx": ["cpu_and_mobile/cpu-int4-kquant-block-32-acc-level-4"],
            "openvino": ["int8"]}
 
 

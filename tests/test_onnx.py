@@ -10,8 +10,9 @@ from conftest import ARTIFACTS, FIXTURES, ROOT, publish_folder, read_json, run, 
 from pipeline.runtimes.base import DEVICES
 
 PYTHON = ROOT / ".envs" / "onnx" / "bin" / "python"
-CPU_INT4 = "cpu_and_mobile/cpu-int4-rtn-block-32-acc-level-4"
+CPU_INT4 = "cpu_and_mobile/cpu-int4-kquant-block-32-acc-level-4"
 TARGETS = yaml.safe_load((ROOT / "recipes" / "targets.yaml").read_text())["targets"]["onnx"]
+BUILT = {name: spec for name, spec in TARGETS["artifacts"].items() if not spec.get("alternative")}  # by `make all`
 MODEL = "fixture-phi-3-mini-4k"
 
 
@@ -21,13 +22,12 @@ def validation(model, artifact):
 
 # The briefly trained phi-4-mini fixture has near-flat logits: how much of the greedy continuations its RTN int4
 # builds reproduce depends on the machine the fixture was trained on (0.53-0.58 on one, 1.0 on an AMD EPYC).
-RTN_INT4 = ["cpu_and_mobile/cpu-int4-rtn-block-32-acc-level-4", "cuda/cuda-int4-rtn-block-32",
-            "directml/directml-int4-rtn-block-32"]
+RTN_INT4 = ["cuda/cuda-int4-rtn-block-32", "directml/directml-int4-rtn-block-32"]
 FREE_RUNNING = {"task", "greedy_agreement"}
 
 
 @pytest.mark.parametrize("model", [m for m in FIXTURES if m != "fixture-phi-3.5-moe"])
-@pytest.mark.parametrize("artifact", list(TARGETS["artifacts"]))
+@pytest.mark.parametrize("artifact", list(BUILT))
 def test_every_artifact_in_genai(pipeline_run, model, artifact):
     record = validation(model, artifact)
     checks = record["checks"]
@@ -42,23 +42,23 @@ def test_every_artifact_in_genai(pipeline_run, model, artifact):
     assert checks["teacher_forced_top1"]["value"] >= record["thresholds"]["teacher_forced_top1"]
     assert checks["kl"]["mean"] <= record["thresholds"]["max_mean_kl"]
     assert checks["teacher_forced_logits"]["max_abs_difference_last_position"] <= 1e-5
-    if TARGETS["artifacts"][artifact]["device"] == "cpu":
+    if BUILT[artifact]["device"] == "cpu":
         assert record["not_run"] == []
     else:
-        device = TARGETS["artifacts"][artifact]["device"]  # cuda or dml: run on the CPU provider in its place
+        device = BUILT[artifact]["device"]  # cuda or dml: run on the CPU provider in its place
         assert record["not_run"] == [f"{DEVICES[device]}: not run here; in its place: onnxruntime-genai's CPU "
                                      f"provider on the same graph"]
 
 
 def test_phi4_rtn_int4_builds_agree_and_hqq_passes(pipeline_run):
     """The cuda and dml RTN graphs run on the CPU provider give the same continuations; HQQ passes."""
-    cuda, dml = (validation("fixture-phi-4-mini", artifact)["checks"]["greedy_agreement"] for artifact in RTN_INT4[1:])
+    cuda, dml = (validation("fixture-phi-4-mini", artifact)["checks"]["greedy_agreement"] for artifact in RTN_INT4)
     assert cuda["value"] == dml["value"] and cuda["exact"] == dml["exact"]
     assert validation("fixture-phi-4-mini", "cpu_and_mobile/cpu-int4-hqq-block-32")["status"] == "passed"
 
 
 def test_recipe_shows_in_the_graph(pipeline_run):
-    for artifact, spec in TARGETS["artifacts"].items():
+    for artifact, spec in BUILT.items():
         found = validation(MODEL, artifact)["checks"]["quantization"]
         if spec["precision"] == "int4":
             assert found["matmulnbits"] > 0 and {f["block_size"] for f in found["found"]} == {32}
@@ -66,6 +66,7 @@ def test_recipe_shows_in_the_graph(pipeline_run):
             assert found["matmulnbits"] == 0
     cpu = validation(MODEL, CPU_INT4)["checks"]["quantization"]["found"]
     assert {f["accuracy_level"] for f in cpu} == {4}
+    assert {f["inputs"] for f in cpu} == {4}  # k_quant stores zero points, symmetric or not
 
 
 def test_trained_fixture_answers_and_long_prompt(pipeline_run):
@@ -92,7 +93,7 @@ def test_sliding_window_applied(pipeline_run):
 
 
 def test_moe_refused_with_the_builders_reason(pipeline_run):
-    for artifact in TARGETS["artifacts"]:
+    for artifact in BUILT:
         record = validation("fixture-phi-3.5-moe", artifact)
         assert record["status"] == "not_run"
         assert "longrope RoPE style is not currently supported" in record["reason"]

@@ -127,7 +127,7 @@ def test_resources_come_from_the_checkpoint_once_it_exists(pipeline_run):
 # One fixture's stages, each job in a shadow directory that holds only its declared inputs (as on a cluster node
 # without a shared filesystem): a stage that read a file its rule does not declare would fail here.
 SHADOWED_MODEL = "fixture-phi-3-mini-4k"
-SHADOWED = ["gguf/Q8_0", "mlx/4bit", "onnx/cpu_and_mobile/cpu-int4-rtn-block-32-acc-level-4", "openvino/int8"]
+SHADOWED = ["gguf/Q8_0", "mlx/4bit", "onnx/cpu_and_mobile/cpu-int4-kquant-block-32-acc-level-4", "openvino/int8"]
 
 
 def test_every_stage_reads_only_what_its_rule_declares(pipeline_run, repo_copy):
