@@ -10,6 +10,7 @@ import json
 import math
 import statistics
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import torch
@@ -48,10 +49,19 @@ ROTARY_FIXES = {"longrope_by_sequence_length": longrope_by_sequence_length}
 
 
 def load(folder: Path):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    import transformers
+    from safetensors import safe_open
 
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
+    config = transformers.AutoConfig.from_pretrained(folder)
+    # Each tensor read with pread into the float32 model, where transformers' memory-mapped load left the stored
+    # bf16 pages resident beside it (bench/scale-phi-3-mini-4k.json); its own key conversions still apply.
+    with ExitStack() as stack:
+        shards = [stack.enter_context(safe_open(path, framework="pt", device="cpu", backend="pread"))
+                  for path in checkpoint.weight_files(folder)]
+        weights = {name: shard.get_slice(name) for shard in shards for name in shard.keys()}
+        model = transformers.MODEL_FOR_CAUSAL_LM_MAPPING[type(config)].from_pretrained(
+            None, config=config, dtype=torch.float32, state_dict=weights)
     fix = ARCHITECTURES[model.config.architectures[0]].reference_rotary_fix
     if fix and model.config.rope_parameters.get("rope_type") == "longrope":
         model.model.rotary_emb.forward = ROTARY_FIXES[fix](model.model.rotary_emb)
