@@ -162,10 +162,10 @@ class LlamaCpp(Runtime):
         return "; ".join(parts) or None
 
     def extra_checks(self, reference):
-        checks = {"gguf_metadata": self.metadata_check(), "transformers_reader": self.reader_check(reference),
-                  **self.modelfile_checks(reference)}
+        checks = {"gguf_metadata": self.metadata_check(), **self.modelfile_checks(reference)}
         if ARCHITECTURES[self.facts["architecture"]].experts:
             checks["expert_routing"] = self.routing_check(reference)
+        checks["transformers_reader"] = self.reader_check(reference)  # last: it closes llama.cpp's model
         return checks
 
     def routing_check(self, reference) -> dict:
@@ -255,22 +255,27 @@ class LlamaCpp(Runtime):
                      provenance={k: field(reader, k) for k in PROVENANCE})
 
     def reader_check(self, reference) -> dict:
-        """transformers dequantizes the same file on its own; its float32 logits must agree with llama.cpp's."""
+        """transformers dequantizes the same file on its own; its float32 logits must agree with llama.cpp's. The
+        last check: llama.cpp's logits first, then its model is closed, so the two copies of the weights are never
+        held at once."""
         import torch
         import transformers
 
+        prompts = [p["name"] for p in reference.data["prompts"] if p["kind"] == "chat"][:READER_PROMPTS]
+        n_vocab = self.llm.n_vocab()
+        logits = {name: self.logits(reference.sequence(name)) for name in prompts}
+        for llm in self.contexts.values():
+            llm.close()
         try:
             model = transformers.AutoModelForCausalLM.from_pretrained(self.folder, gguf_file=self.path.name,
                                                                       dtype=torch.float32).eval()
         except (ValueError, KeyError, NotImplementedError) as error:
             return not_run(f"transformers {transformers.__version__} cannot read this GGUF: "
                            f"{str(error).splitlines()[0]}")
-        cosines, top1, prompts = [], [], [p["name"] for p in reference.data["prompts"] if p["kind"] == "chat"]
-        for name in prompts[:READER_PROMPTS]:
-            ids = reference.sequence(name)
+        cosines, top1 = [], []
+        for name, ours in logits.items():
             with torch.no_grad():
-                theirs = model(torch.tensor([ids])).logits[0].float().numpy()[:, :self.llm.n_vocab()]
-            ours = self.logits(ids)
+                theirs = model(torch.tensor([reference.sequence(name)])).logits[0].float().numpy()[:, :n_vocab]
             cosines += list((ours * theirs).sum(-1) / np.linalg.norm(ours, axis=-1) / np.linalg.norm(theirs, axis=-1))
             top1 += list(ours.argmax(-1) == theirs.argmax(-1))
         cosine, agreement = float(np.mean(cosines)), float(np.mean(top1))
