@@ -3,7 +3,7 @@
 beside the tool by hand. Figures are the benchmark's to print; here only that they were measured."""
 import json
 
-from conftest import SNAKEMAKE, read_json, run
+from conftest import ARTIFACTS, SNAKEMAKE, TORCH_PYTHON, read_json, run
 from pipeline.fixtures import shapes
 
 PYTHON = SNAKEMAKE.parent / "python"
@@ -25,3 +25,10 @@ def test_scale_benchmark_measures_each_stage_and_the_tool_by_hand(pipeline_run, 
     assert depth["disk_bytes"]["gguf/F16"] >= depth["weights_bytes"]  # F16 of bf16 weights: no smaller
     assert not (tmp_path / "work" / "repo" / "artifacts").exists(), "each depth's artifacts are removed"
     assert json.loads(out.read_text())["machine"]["cores"] > 0
+
+
+def test_reference_load_benchmark_prints_both_loads(pipeline_run):
+    """The reference's pread load and transformers' own, on a fixture checkpoint: one row with both figures."""
+    out = run([TORCH_PYTHON, "-m", "pipeline.bench.reference_load", ARTIFACTS / "fixture-phi-3-mini-4k" / "checkpoint"])
+    row = next(line for line in out.stdout.splitlines() if line.startswith("float32 load"))
+    assert len(row.split()) == 8 and all(float(value) > 0 for value in row.split()[2:])
