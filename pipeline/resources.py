@@ -1,4 +1,4 @@
-"""Memory and wall time a job needs, from the checkpoint's size, so a scheduler can place it.
+"""Memory, wall time and cores a job needs, from the checkpoint's size, so a scheduler can place it.
 
 Snakemake evaluates these on a job's declared input: during planning (a dry run, --dag, a cluster's first pass)
 the checkpoint may not have been pulled yet, and the job gets a planning value; Snakemake evaluates them again,
@@ -9,6 +9,10 @@ from pathlib import Path
 
 from pipeline.checkpoint import weight_files
 from pipeline.recipes import DEFAULT_MEMORY, DEFAULT_WALLTIME
+
+# A job on weights this small (the fixtures, a few MB) spends its time starting Python and the runtime, not in
+# compute: it declares one core.
+ONE_CORE_BELOW_MB = 256
 
 
 def weights_mb(folder) -> int | None:
@@ -21,6 +25,13 @@ def mem_mb(checkpoint, memory: dict = DEFAULT_MEMORY) -> int:
     """base_mb + per_weights_mb x the weights; base_mb alone while planning, before the checkpoint exists."""
     weights = weights_mb(checkpoint)
     return int(memory["base_mb"] + memory["per_weights_mb"] * (weights or 0))
+
+
+def threads(checkpoint, most: int) -> int:
+    """`most` cores for a checkpoint of real size (and while planning, before it exists); one for a checkpoint
+    under ONE_CORE_BELOW_MB, whose jobs a second core does not shorten, so that they run side by side."""
+    weights = weights_mb(checkpoint)
+    return 1 if weights is not None and weights < ONE_CORE_BELOW_MB else most
 
 
 def runtime_min(checkpoint, walltime: dict = DEFAULT_WALLTIME) -> int:

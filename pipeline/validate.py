@@ -2,9 +2,9 @@
 
     python -m pipeline.validate --target gguf --artifact Q4_K_M --recipe fixture-phi-3-mini-4k \
         --folder artifacts/fixture-phi-3-mini-4k/gguf/Q4_K_M --checkpoint artifacts/fixture-phi-3-mini-4k/checkpoint \
-        --reference artifacts/fixture-phi-3-mini-4k/reference --out /tmp/Q4_K_M.validation.json
+        --reference artifacts/fixture-phi-3-mini-4k/reference --out /tmp/Q4_K_M.validation.json --threads 2
 
-The adapter is pipeline/targets/<target>/runtime.py: `open(folder, checkpoint, facts, spec) -> Runtime`
+The adapter is pipeline/targets/<target>/runtime.py: `open(folder, checkpoint, facts, spec, threads) -> Runtime`
 (pipeline/runtimes/base.py). Runs in the target's toolchain environment. Writes validation.json whatever the
 outcome; its status says whether the artifact passed.
 """
@@ -238,9 +238,9 @@ COST_ONLY = ("fidelity to a trained model", "random untrained weights in the pub
 
 
 def validate_folder(folder: Path | None, checkpoint_folder: Path, reference_folder: Path, spec: dict,
-                    adapter: str | None = None) -> dict:
+                    adapter: str | None = None, threads: int = 2) -> dict:
     """Validate the artifact in `folder` as `spec` (pipeline.recipes.artifact) describes it, in the runtime of
-    its target (or the adapter module named)."""
+    its target (or the adapter module named), computing on `threads` cores."""
     # every record names its profile, a refused or unbuilt artifact's too (references before profiles were full)
     profile = checkpoint.read_json(Path(reference_folder) / "reference.json").get("profile", "full")
     base = {"schema_version": 1, "model": spec["model"], "artifact": f"{spec['target']}/{spec['name']}",
@@ -255,7 +255,7 @@ def validate_folder(folder: Path | None, checkpoint_folder: Path, reference_fold
     module = importlib.import_module(adapter or f"pipeline.targets.{spec['target']}.runtime")
     started = time.perf_counter()
     try:
-        runtime = module.open(Path(folder), Path(checkpoint_folder), reference.data["facts"], spec)
+        runtime = module.open(Path(folder), Path(checkpoint_folder), reference.data["facts"], spec, threads)
     except ArtifactError as error:
         return stopped_record(base, spec, Path(folder), "load",
                               f"the artifact does not load in {spec['runtime']}: {error}")
@@ -274,7 +274,7 @@ def validate_folder(folder: Path | None, checkpoint_folder: Path, reference_fold
             + beyond_context(runtime, checks), "size_bytes": size,
             **({"valid_context_length": runtime.context_length} if runtime.context_length else {}),
             "bits_per_weight": size * 8 / parameter_count(checkpoint_folder),
-            "load_time_s": load_time, **speed, "checks": checks}
+            "load_time_s": load_time, **speed, "threads": threads, "checks": checks}
 
 
 def main(argv=None):
@@ -286,10 +286,11 @@ def main(argv=None):
     parser.add_argument("--checkpoint", required=True, type=Path, help="the checkpoint it was built from")
     parser.add_argument("--reference", required=True, type=Path, help="the checkpoint's reference folder")
     parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--threads", type=int, default=2, help="cores the runtime computes on (the rule's threads)")
     args = parser.parse_args(argv)
     recipe = recipes.load_supported(args.recipe)
     record = validate_folder(args.folder, args.checkpoint, args.reference,
-                             recipes.artifact(recipe, args.target, args.artifact))
+                             recipes.artifact(recipe, args.target, args.artifact), threads=args.threads)
     if recipe.get("fixture", {}).get("size") == "hub":
         record.update(cost_only=True, not_run=[*record["not_run"], stand_in(*COST_ONLY)])
     write(args.out, record)

@@ -13,7 +13,7 @@ rule build:
         "logs/{model}/{target}/{artifact}.log",
     benchmark:
         "benchmarks/{model}/{target}/{artifact}.tsv"
-    threads: lambda wildcards: spec(wildcards)["threads"]
+    threads: lambda wildcards, input: resources.threads(input.checkpoint, spec(wildcards)["threads"])
     resources:
         mem_mb=checkpoint_mem_mb,
         runtime=checkpoint_runtime,
@@ -39,7 +39,7 @@ rule calibrate:
         "logs/{model}/{target}/calibration.log",
     benchmark:
         "benchmarks/{model}/{target}/calibration.tsv"
-    threads: lambda wildcards: TARGETS[wildcards.target]["calibration"].get("threads", 1)
+    threads: calibration_threads
     resources:
         mem_mb=checkpoint_mem_mb,  # the default (1500 MB + 3x the weights) until measured at size
         runtime=checkpoint_runtime,

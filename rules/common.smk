@@ -160,6 +160,11 @@ def calibration_inputs(wildcards):
             "env": f".envs/{target['toolchain']}/ready"}
 
 
+def calibration_threads(wildcards, input):
+    """Its `calibration: {threads}` in recipes/targets.yaml on a real checkpoint; one on a fixture."""
+    return resources.threads(input.checkpoint, TARGETS[wildcards.target]["calibration"].get("threads", 1))
+
+
 def validation_inputs(wildcards):
     """The artifact (unless refused for this model's architecture), its checkpoint, the reference, the toolchain."""
     artifact_spec = spec(wildcards)

@@ -13,7 +13,7 @@ rule validate:
         "logs/{model}/validate/{target}/{artifact}.log",
     benchmark:
         "benchmarks/{model}/validate/{target}/{artifact}.tsv"
-    threads: 2
+    threads: lambda wildcards, input: resources.threads(input.checkpoint, 2)
     resources:
         mem_mb=validation_mem_mb,
         runtime=checkpoint_runtime,
@@ -21,4 +21,4 @@ rule validate:
     shell:
         "{params.python} -m pipeline.validate --target {wildcards.target} --artifact {wildcards.artifact}"
         " --recipe {wildcards.model} {params.folder} --checkpoint {input.checkpoint}"
-        " --reference {input.reference} --out {output} > {log} 2>&1"
+        " --reference {input.reference} --out {output} --threads {threads} > {log} 2>&1"

@@ -39,5 +39,6 @@ class PyTorch(Runtime):
         return self.tokenizer.decode(ids, skip_special_tokens=False)
 
 
-def open(folder, checkpoint_folder, facts: dict, spec: dict) -> PyTorch:
+def open(folder, checkpoint_folder, facts: dict, spec: dict, threads: int) -> PyTorch:
+    torch.set_num_threads(threads)
     return PyTorch(folder, facts, spec["options"].get("dtype", "float32"))

@@ -80,8 +80,9 @@ class LlamaCpp(Runtime):
                   "the Modelfile's grammar, its TEMPLATE rendered by Go's text/template and its stops are checked, "
                   "and its prompts run in llama.cpp")]
 
-    def __init__(self, folder: Path, checkpoint_folder: Path, facts: dict, spec: dict):
+    def __init__(self, folder: Path, checkpoint_folder: Path, facts: dict, spec: dict, threads: int):
         self.folder, self.checkpoint, self.facts, self.spec = Path(folder), Path(checkpoint_folder), facts, spec
+        self.threads = threads
         self.stand_ins = [*LlamaCpp.stand_ins, *([AMX_LEFT_OUT] if cpu_has_amx() else [])]
         self.path = gguf_file(self.folder)
         self.num_ctx = num_ctx(spec, facts)
@@ -95,7 +96,8 @@ class LlamaCpp(Runtime):
         the original context, so prompts that fit run at the Modelfile's num_ctx and only longer ones beyond it."""
         if n_ctx not in self.contexts:
             self.contexts[n_ctx] = llama_cpp.Llama(model_path=str(self.path), n_ctx=n_ctx, n_batch=512,
-                                                   n_threads=2, logits_all=True, verbose=False)
+                                                   n_threads=self.threads, n_threads_batch=self.threads,
+                                                   logits_all=True, verbose=False)
         return self.contexts[n_ctx]
 
     def for_length(self, length: int) -> llama_cpp.Llama:
@@ -181,6 +183,7 @@ class LlamaCpp(Runtime):
             return weights / weights.sum(-1, keepdim=True), experts
 
         names = [p["name"] for p in reference.data["prompts"] if p["kind"] == "chat"][:READER_PROMPTS]
+        torch.set_num_threads(self.threads)
         model = AutoModelForCausalLM.from_pretrained(self.checkpoint, dtype=torch.float32).eval()
         sparsemixer, modeling_phimoe.sparsemixer = modeling_phimoe.sparsemixer, softmax_top_k
         to_reference, to_routed = [], []
@@ -267,6 +270,7 @@ class LlamaCpp(Runtime):
         logits = {name: self.logits(reference.sequence(name)) for name in prompts}
         for llm in self.contexts.values():
             llm.close()
+        torch.set_num_threads(self.threads)
         try:
             model = transformers.AutoModelForCausalLM.from_pretrained(self.folder, gguf_file=self.path.name,
                                                                       dtype=torch.float32).eval()
@@ -370,7 +374,7 @@ def conversation_kind(messages: list[dict]) -> str:
     return "multi-turn" if sum(m["role"] == "user" for m in messages) > 1 else "single-turn"
 
 
-def open(folder, checkpoint_folder, facts: dict, spec: dict) -> LlamaCpp:
+def open(folder, checkpoint_folder, facts: dict, spec: dict, threads: int) -> LlamaCpp:
     """The artifact in llama.cpp; a file gguf-py or llama.cpp cannot read fails the validation with why."""
     try:
         path = gguf_file(Path(folder))
@@ -382,6 +386,6 @@ def open(folder, checkpoint_folder, facts: dict, spec: dict) -> LlamaCpp:
         raise ArtifactError(f"{path.name} ({path.stat().st_size} bytes) is truncated or corrupt: gguf-py cannot "
                             f"read its tensors ({error})")
     try:
-        return LlamaCpp(folder, checkpoint_folder, facts, spec)
+        return LlamaCpp(folder, checkpoint_folder, facts, spec, threads)
     except ValueError as error:
         raise ArtifactError(f"llama.cpp cannot load {path.name}: {error}")

@@ -263,5 +263,7 @@ class MLX(Runtime):
                         if stock > short + limit else {}))
 
 
-def open(folder, checkpoint_folder, facts: dict, spec: dict) -> MLX:
+def open(folder, checkpoint_folder, facts: dict, spec: dict, threads: int) -> MLX:
+    # `threads` has nothing to set: mlx's CPU backend (mlx[cpu] on Linux) computes on one core, its matmuls in the
+    # reference BLAS it bundles.
     return MLX(Path(folder), Path(checkpoint_folder), facts, spec)

@@ -49,7 +49,7 @@ class Genai(Runtime):
     name = "onnxruntime-genai"
     version = og.__version__
 
-    def __init__(self, folder: Path, facts: dict, spec: dict):
+    def __init__(self, folder: Path, facts: dict, spec: dict, threads: int):
         self.folder, self.facts, self.spec = folder, facts, spec
         self.stand_ins = [s for s in [device_stand_in(spec["device"], "onnxruntime-genai's CPU provider on the "
                                                                       "same graph")] if s]
@@ -59,6 +59,7 @@ class Genai(Runtime):
             raise ArtifactError(f"truncated external data: {len(problems)} tensors; first: {problems[0]}")
         self.genai_config = json.loads((folder / "genai_config.json").read_text())
         config = og.Config(str(folder))
+        config.overlay(json.dumps({"model": {"decoder": {"session_options": {"intra_op_num_threads": threads}}}}))
         if spec["device"] != "cpu":
             config.clear_providers()
         self.model = og.Model(config)
@@ -157,5 +158,5 @@ class Genai(Runtime):
                      max_abs_difference_last_position=difference)
 
 
-def open(folder, checkpoint_folder, facts: dict, spec: dict) -> Genai:
-    return Genai(Path(folder), facts, spec)
+def open(folder, checkpoint_folder, facts: dict, spec: dict, threads: int) -> Genai:
+    return Genai(Path(folder), facts, spec, threads)

@@ -4,6 +4,7 @@ plus tokenizer and detokenizer IR from openvino-tokenizers, in one folder `openv
 An artifact's `options` in recipes/targets.yaml are optimum-cli's own flags without the dashes
 (`weight-format: int4`, `group-size: 128`, `awq: true` ...); the command run is printed first.
 """
+import os
 import shlex
 import subprocess
 import sys
@@ -33,5 +34,7 @@ def command(checkpoint: Path, options: dict, out: Path) -> list[str]:
 def build(checkpoint: Path, spec: dict, facts: dict, out: Path, base: Path | None = None, threads: int = 1):
     args = command(checkpoint, spec["options"], out)
     print(shlex.join(args), flush=True)
-    subprocess.run(args, check=True)
+    # `threads` bounds torch's intra-op threads (optimum's trace, NNCF's GPTQ), as Snakemake's OMP_NUM_THREADS does
+    # in the workflow; the statistics NNCF collects run in OpenVINO, which takes the CPU's cores
+    subprocess.run(args, check=True, env={**os.environ, "OMP_NUM_THREADS": str(threads)})
     write_generation_config(checkpoint, out, facts)  # openvino-genai stops on its eos list

@@ -62,15 +62,16 @@ def recorded_compression(model: ov.Model) -> dict:
 class OpenVINOGenAI(Runtime):
     name = "openvino-genai"
     version = og.__version__
-    def __init__(self, folder, facts: dict, spec: dict):
+    def __init__(self, folder, facts: dict, spec: dict, threads: int):
         core = ov.Core()
         self.folder, self.facts, self.spec = folder, facts, spec
+        self.threads = {"INFERENCE_NUM_THREADS": threads}
         self.stand_ins = [("teacher-forced logits from LLMPipeline, which returns none for every position",
                            "openvino.Core on the same openvino_model.xml with INFERENCE_PRECISION_HINT=f32"),
                           *[device_stand_in(device, "the CPU plugin") for device in ("gpu", "npu")]]
         self.model = core.read_model(folder / "openvino_model.xml")
-        self.request = core.compile_model(self.model, DEVICE, F32).create_infer_request()
-        self.pipeline = og.LLMPipeline(str(folder), DEVICE, **F32)
+        self.request = core.compile_model(self.model, DEVICE, {**F32, **self.threads}).create_infer_request()
+        self.pipeline = og.LLMPipeline(str(folder), DEVICE, **F32, **self.threads)
         self.tokenizer = self.pipeline.get_tokenizer()
         self.device_used = f"{DEVICE} (openvino {ov.__version__}, f32 inference precision)"
 
@@ -166,7 +167,7 @@ class OpenVINOGenAI(Runtime):
 
     def default_precision_speed(self, reference) -> dict:
         """tokens/s as a user gets it: the CPU's default inference precision (bf16 where the CPU has it)."""
-        pipeline = og.LLMPipeline(str(self.folder), DEVICE)
+        pipeline = og.LLMPipeline(str(self.folder), DEVICE, **self.threads)
         chats = [p for p in reference.data["prompts"] if p["kind"] == "chat"]
         tokens, started = 0, time.perf_counter()
         for prompt in chats:
@@ -183,11 +184,11 @@ class OpenVINOGenAI(Runtime):
         return checks
 
 
-def open(folder, checkpoint_folder, facts: dict, spec: dict) -> OpenVINOGenAI:
+def open(folder, checkpoint_folder, facts: dict, spec: dict, threads: int) -> OpenVINOGenAI:
     missing = missing_files(folder)
     if missing:
         raise ArtifactError(f"{folder} lacks {', '.join(missing)}: openvino-genai cannot run it without them")
     try:
-        return OpenVINOGenAI(folder, facts, spec)
+        return OpenVINOGenAI(folder, facts, spec, threads)
     except RuntimeError as error:
         raise ArtifactError(f"OpenVINO cannot load {folder}: {last_line(error)}")
