@@ -117,6 +117,12 @@ def checkpoint_mem_mb(wildcards, input):
                             else recipes.DEFAULT_MEMORY)
 
 
+def decode_threads(wildcards, input):
+    """The reference's and a validation's: 2 on a real checkpoint (as rule machine measures the bandwidth with),
+    one on a fixture."""
+    return resources.threads(input.checkpoint, 2)
+
+
 def validation_mem_mb(wildcards, input):
     """The default for every validation: the scale benchmark has not yet measured them at a real size."""
     return resources.mem_mb(input.checkpoint)

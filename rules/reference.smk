@@ -15,7 +15,7 @@ rule reference:
         "logs/{model}/reference.log",
     benchmark:
         "benchmarks/{model}/reference.tsv"
-    threads: lambda wildcards, input: resources.threads(input.checkpoint, 2)
+    threads: decode_threads
     resources:
         mem_mb=checkpoint_mem_mb,
         runtime=checkpoint_runtime,

@@ -13,7 +13,7 @@ rule validate:
         "logs/{model}/validate/{target}/{artifact}.log",
     benchmark:
         "benchmarks/{model}/validate/{target}/{artifact}.tsv"
-    threads: lambda wildcards, input: resources.threads(input.checkpoint, 2)
+    threads: decode_threads
     resources:
         mem_mb=validation_mem_mb,
         runtime=checkpoint_runtime,
