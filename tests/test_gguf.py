@@ -164,19 +164,23 @@ def test_sliding_window_gap_is_named_with_its_numbers(records):
 
 
 def test_phimoe_routing_deviation_is_named(records):
-    """llama.cpp routes PhiMoE by softmax top-2: every type is far from the reference and close to the reference
-    recomputed with that routing, and that accounts for each of its failed checks."""
+    """llama.cpp routes PhiMoE by softmax top-2: every type is closer to the reference recomputed with that routing
+    than to the reference at most positions, and that accounts for each of its failed checks. F16, without
+    quantization's noise, is far from the reference and at a float's rounding from the softmax-routed one."""
     for gguf_type in TYPES:
         record = records[("fixture-phi-3.5-moe", gguf_type)]
         routing = record["checks"]["expert_routing"]
         limit = record["thresholds"]["max_mean_kl"]
-        assert record["status"] == "failed" and routing["status"] == "failed"
+        assert record["status"] == "failed" and routing["status"] == "failed", (gguf_type, routing)
         assert routing["deviation"]["id"] == "llamacpp-phimoe-softmax-routing"
         assert routing["mean_kl_to_softmax_routing"] <= limit  # with llama.cpp's routing, within the limit
-        assert routing["mean_kl"] - routing["mean_kl_to_softmax_routing"] > limit / 10
+        assert routing["closer_to_softmax_routing"] > routing["positions"] / 2
         assert "attn_factor" in record["checks"]["gguf_metadata"]["reason"]
         assert record["unexplained"] == [], (gguf_type, record["unexplained"])
-    assert records[("fixture-phi-3.5-moe", "F16")]["checks"]["kl"]["status"] == "failed"
+    f16 = records[("fixture-phi-3.5-moe", "F16")]
+    routing = f16["checks"]["expert_routing"]
+    assert routing["mean_kl_to_softmax_routing"] <= f16["thresholds"]["max_mean_kl"] < routing["mean_kl"]
+    assert f16["checks"]["kl"]["status"] == "failed"
 
 
 def test_tokenizer_matches_or_differs_only_as_documented(records):
