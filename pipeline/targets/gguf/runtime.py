@@ -204,7 +204,7 @@ class LlamaCpp(Runtime):
         finally:
             modeling_phimoe.sparsemixer = sparsemixer
         kl, kl_routed = float(np.mean(to_reference)), float(np.mean(to_routed))
-        closer = sum(routed < ours for ours, routed in zip(to_reference, to_routed))
+        closer = int(sum(routed < ours for ours, routed in zip(to_reference, to_routed)))
         positions = len(to_reference)
         chance = sum(math.comb(positions, k) for k in range(closer, positions + 1)) / 2 ** positions
         deviates = chance < ROUTING_SIGN_TEST_P
