@@ -41,7 +41,7 @@ rule calibrate:
         "benchmarks/{model}/{target}/calibration.tsv"
     threads: calibration_threads
     resources:
-        mem_mb=checkpoint_mem_mb,  # the default (1500 MB + 3x the weights) until measured at size
+        mem_mb=calibration_mem_mb,
         runtime=checkpoint_runtime,
     shadow: SHADOW
     shell:

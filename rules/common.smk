@@ -111,8 +111,8 @@ def validation_params(wildcards):
 
 
 def checkpoint_mem_mb(wildcards, input):
-    """A build's memory from its spec (measured per target by the scale benchmark); the default for the reference
-    and a calibration stage."""
+    """A build's memory from its spec (measured per target by the scale benchmark); the default for the
+    reference."""
     return resources.mem_mb(input.checkpoint, spec(wildcards)["memory"] if "artifact" in wildcards.keys()
                             else recipes.DEFAULT_MEMORY)
 
@@ -124,8 +124,16 @@ def decode_threads(wildcards, input):
 
 
 def validation_mem_mb(wildcards, input):
-    """The default for every validation: the scale benchmark has not yet measured them at a real size."""
-    return resources.mem_mb(input.checkpoint)
+    """The target's `validation: {memory}` in recipes/targets.yaml (measured by the scale benchmark), else the
+    default."""
+    return resources.mem_mb(input.checkpoint, TARGETS[wildcards.target].get("validation", {}).get(
+        "memory", recipes.DEFAULT_MEMORY))
+
+
+def calibration_mem_mb(wildcards, input):
+    """The target's `calibration: {memory}` in recipes/targets.yaml, else the default."""
+    return resources.mem_mb(input.checkpoint, TARGETS[wildcards.target]["calibration"].get(
+        "memory", recipes.DEFAULT_MEMORY))
 
 
 def checkpoint_runtime(wildcards, input):

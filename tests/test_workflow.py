@@ -125,6 +125,14 @@ def test_resources_come_from_the_checkpoint_once_it_exists(pipeline_run):
     [job] = [j for j in jobs if j.startswith("build:") and f"model={model}, target=gguf, artifact=Q4_K_M\n" in j]
     # Q4_K_M's 2 threads (targets.yaml) at a real size; a fixture's few MB get one core, which Snakemake leaves unsaid
     assert weights_mb < resources.ONE_CORE_BELOW_MB and "mem_mb=" in job and "threads:" not in job
+    # a validation's and a calibration stage's memory are their target's own (`validation`, `calibration`)
+    gguf = recipes.targets()["targets"]["gguf"]
+    planned = run([SNAKEMAKE, f"artifacts/{model}/gguf/Q4_K_M-imatrix.validation.json", "--dry-run", "--cores", "2",
+                   "--forcerun", "calibrate", "validate"]).stdout
+    for rule, memory in (("validate", gguf["validation"]["memory"]), ("calibrate", gguf["calibration"]["memory"])):
+        [job] = [j for j in re.split(r"^(?:local)?rule ", planned, flags=re.M)
+                 if j.startswith(f"{rule}:") and f"model={model}, target=gguf" in j]
+        assert f"mem_mb={int(memory['base_mb'] + memory['per_weights_mb'] * weights_mb)}," in job, rule
 
 
 # One fixture's stages, each job in a shadow directory that holds only its declared inputs (as on a cluster node
