@@ -36,11 +36,11 @@ SOFTMAX_ROUTING = ("llama.cpp routes PhiMoE tokens by a softmax over the experts
                    "model's own router is sparsemixer; the float weights are right, the graph computes another model")
 ATTN_FACTOR = ("llama.cpp's converter writes a PhiMoE rope attn_factor computed from the context ratio, not the "
                "checkpoint's short_mscale")
-# What the routing deviation moves when it is the whole of an artifact's distance from the reference.
 # A sign test over positions: llama.cpp computes softmax routing when it is closer to the reference recomputed with
 # that routing at so many positions that a fair coin gives as many with less than this chance. Means alone do not
 # decide: a few positions carry most of the KL, so at 3 bits a mean difference can sit inside its own noise.
 ROUTING_SIGN_TEST_P = 0.01
+# What the routing deviation moves when it is the whole of an artifact's distance from the reference.
 ROUTING_MOVES = ["kl", "teacher_forced_top1", "perplexity", "greedy_agreement", "task", "stop", "modelfile_generation"]
 # envs/gguf.cmake builds llama.cpp without its AMX backend, which segfaults on every quantized GGUF: said where
 # this CPU has AMX, so that a user with AMX knows what ran.

@@ -114,9 +114,9 @@ class OpenVINOGenAI(Runtime):
         request.reset_state()
         n = len(ids)
         request.infer({"input_ids": np.array([ids], dtype=np.int64),
-                           "attention_mask": np.ones((1, n), dtype=np.int64),
-                           "position_ids": np.arange(n, dtype=np.int64)[None],
-                           "beam_idx": np.zeros(1, dtype=np.int32)})
+                       "attention_mask": np.ones((1, n), dtype=np.int64),
+                       "position_ids": np.arange(n, dtype=np.int64)[None],
+                       "beam_idx": np.zeros(1, dtype=np.int32)})
         return request.get_tensor("logits").data[0].astype(np.float32)
 
     def config(self, max_new_tokens: int) -> og.GenerationConfig:
