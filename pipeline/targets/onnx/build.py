@@ -1,10 +1,12 @@
-"""ONNX for onnxruntime-genai: the genai model builder, plus onnxruntime's HQQ quantizer on the builder's fp32 graph.
+"""ONNX for onnxruntime-genai: the genai model builder, plus onnxruntime's own weight-only quantizers on the builder's
+float graph where the builder's int4 would hold too much (RTN, k_quant) or cannot quantize (HQQ).
 
 The artifact's device and options come from recipes/targets.yaml. Options the builder would silently ignore, or
 combinations it turns into broken graphs, are refused before anything is built. The artifact ships the
 checkpoint's own tokenizer files, declares the checkpoint's end tokens in genai_config.json, and attends within
 the checkpoint's sliding window (the builder leaves Phi-3's attention unwindowed).
 """
+import contextlib
 import json
 import shutil
 import subprocess
@@ -29,6 +31,14 @@ INVALID = {
     ("cuda", "fp32"): "the builder writes an invalid graph for it (Graph output (present.0.key) does not exist)",
     ("dml", "fp32"): "the builder writes an invalid graph for it (Graph output (present.0.key) does not exist)",
 }
+# int4 methods quantized from the builder's float graph by onnxruntime's rtn_quantize, the function the builder itself
+# calls, with the builder's node configs: handed a graph whose weights stay on disk it reads one weight at a time and
+# drops it once quantized, where the builder quantizes its whole graph in memory beside the checkpoint (3x the bf16
+# weights at Phi-3-mini's shape). Same bytes as the builder's int4 on every fixture with untied embeddings; with tied
+# ones the builder also quantizes the embedding for its shared GatherBlockQuantized, so those stay with the builder.
+BY_TENSOR = {"rtn": "RTN", "k_quant": "k_quant"}
+BUILDER_DEFAULTS = {"block_size": 32, "accuracy_level": 0, "is_symmetric": True}  # the builder's QuantConfig
+FLOAT_GRAPH = {"cpu": "fp32", "cuda": "fp16", "dml": "fp16"}  # the builder's io precision of an int4 graph
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json",
                    "added_tokens.json")
 
@@ -64,6 +74,33 @@ def builder_command(python: str, source: Path, out: Path, cache: Path, device: s
     return [python, "-m", "onnxruntime_genai.models.builder", "-i", str(source), "-o", str(out),
             "-p", options["precision"], "-e", EXECUTION_PROVIDERS[device], "-c", str(cache),
             *(["--extra_options", *extra] if extra else [])]
+
+
+def by_tensor(options: dict, facts: dict) -> bool:
+    return (options["precision"] == "int4" and options.get("algo_config") in BY_TENSOR
+            and not facts["tied_embeddings"])
+
+
+def quantize_by_tensor(folder: Path, options: dict):
+    """Replace the float MatMuls of folder/model.onnx with int4 MatMulNBits as the builder's int4 would, in place,
+    one weight in memory at a time."""
+    import onnx
+    from onnx.external_data_helper import load_external_data_for_model
+    from onnxruntime.quantization.neural_compressor import rtn_quantize
+
+    settings = {**BUILDER_DEFAULTS, **options}
+    model = onnx.load(str(folder / "model.onnx"), load_external_data=False)
+    config = {node.name: {"bits": 4, "group_size": settings["block_size"],
+                          "scheme": "sym" if settings["is_symmetric"] else "asym"}
+              for node in model.graph.node if node.op_type == "MatMul"}
+    with contextlib.chdir(folder):  # rtn_quantize reads a graph's external data relative to the working directory
+        model = rtn_quantize(model, weight_config=config, accuracy_level=settings["accuracy_level"],
+                             algorithm=BY_TENSOR[settings["algo_config"]]).model
+        load_external_data_for_model(model, ".")  # what stays float: embeddings, norms
+    (folder / "model.onnx").unlink()
+    (folder / "model.onnx.data").unlink()
+    onnx.save_model(model, str(folder / "model.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="model.onnx.data", size_threshold=0)
 
 
 def quantize_hqq(folder: Path, options: dict):
@@ -122,10 +159,13 @@ def ship_checkpoint_tokenizer(source: Path, out: Path, facts: dict):
 def build(checkpoint: Path, spec: dict, facts: dict, out: Path, base: Path | None = None, threads: int = 1):
     options = spec["options"]
     check_options(spec["device"], options)
+    graph_options = {"precision": FLOAT_GRAPH[spec["device"]]} if by_tensor(options, facts) else options
     with tempfile.TemporaryDirectory() as cache:
-        command = builder_command(sys.executable, checkpoint, out, Path(cache), spec["device"], options)
+        command = builder_command(sys.executable, checkpoint, out, Path(cache), spec["device"], graph_options)
         print(" ".join(command), flush=True)
         subprocess.run(command, check=True)
+    if by_tensor(options, facts):
+        quantize_by_tensor(out, options)
     if options.get("quantizer") == "hqq":
         quantize_hqq(out, options)
     apply_sliding_window(out, facts)
