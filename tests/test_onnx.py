@@ -8,6 +8,7 @@ import yaml
 
 from conftest import ARTIFACTS, FIXTURES, ROOT, publish_folder, read_json, run, validate_command
 from pipeline.runtimes.base import DEVICES
+from pipeline.targets.onnx.build import builder_command
 
 PYTHON = ROOT / ".envs" / "onnx" / "bin" / "python"
 CPU_INT4 = "cpu_and_mobile/cpu-int4-kquant-block-32-acc-level-4"
@@ -55,6 +56,38 @@ def test_phi4_rtn_int4_builds_agree_and_hqq_passes(pipeline_run):
     cuda, dml = (validation("fixture-phi-4-mini", artifact)["checks"]["greedy_agreement"] for artifact in RTN_INT4)
     assert cuda["value"] == dml["value"] and cuda["exact"] == dml["exact"]
     assert validation("fixture-phi-4-mini", "cpu_and_mobile/cpu-int4-hqq-block-32")["status"] == "passed"
+
+
+# Two ONNX graphs' initializers compared byte for byte, and the op types of their nodes that differ.
+COMPARE_GRAPHS = """
+import json, sys
+import numpy as np, onnx
+from onnx import numpy_helper
+ours, theirs = (onnx.load(path) for path in sys.argv[1:3])
+arrays = [{i.name: numpy_helper.to_array(i) for i in m.graph.initializer} for m in (ours, theirs)]
+nodes = [{n.name: n for n in m.graph.node} for m in (ours, theirs)]
+print(json.dumps({
+    "initializers": len(arrays[0]),
+    "same_initializers": arrays[0].keys() == arrays[1].keys() and all(
+        a.dtype == arrays[1][k].dtype and np.array_equal(a, arrays[1][k]) for k, a in arrays[0].items()),
+    "same_node_names": nodes[0].keys() == nodes[1].keys(),
+    "differing_ops": sorted({n.op_type for k, n in nodes[0].items()
+                             if k in nodes[1] and n.SerializeToString() != nodes[1][k].SerializeToString()})}))
+"""
+
+
+def test_int4_quantized_by_tensor_is_the_builders_int4(pipeline_run, tmp_path):
+    """k_quant is quantized a weight at a time from the builder's fp32 graph (BY_TENSOR in
+    pipeline/targets/onnx/build.py): the same weights and nodes as the builder's own int4 of the same options,
+    but for the sliding window the artifact sets in its attention."""
+    spec = BUILT[CPU_INT4]
+    builders = tmp_path / "builders-int4"
+    run(builder_command(PYTHON, ARTIFACTS / MODEL / "checkpoint", builders, tmp_path / "cache", spec["device"],
+                        spec["options"]))
+    compared = json.loads(run([PYTHON, "-c", COMPARE_GRAPHS, ARTIFACTS / MODEL / "onnx" / CPU_INT4 / "model.onnx",
+                               builders / "model.onnx"]).stdout)
+    assert compared["initializers"] > 0 and compared["same_initializers"] and compared["same_node_names"]
+    assert compared["differing_ops"] == ["GroupQueryAttention"]
 
 
 def test_recipe_shows_in_the_graph(pipeline_run):
