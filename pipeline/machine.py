@@ -16,6 +16,7 @@ import numpy as np
 
 from pipeline.atomic import atomic_file
 from pipeline.cli import run_cli
+from pipeline.resources import DECODE_THREADS
 
 SAMPLE_BYTES = 2**30  # far beyond any cache here, so the sums read memory
 
@@ -54,7 +55,7 @@ def measure(threads: int) -> dict:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", type=int, default=2, help="as many as the validations decode with")
+    parser.add_argument("--threads", type=int, default=DECODE_THREADS, help="as many as the validations decode with")
     parser.add_argument("--out", required=True, type=Path)
     args = parser.parse_args(argv)
     machine = measure(args.threads)

@@ -13,6 +13,9 @@ from pipeline.recipes import DEFAULT_MEMORY, DEFAULT_WALLTIME
 # A job on weights this small (the fixtures, a few MB) spends its time starting Python and the runtime, not in
 # compute: it declares one core.
 ONE_CORE_BELOW_MB = 256
+# Cores the reference and each validation compute on with a real checkpoint, and pipeline.machine measures the
+# memory bandwidth with, so that each decode speed sits beside the bound of as many cores.
+DECODE_THREADS = 2
 
 
 def weights_mb(folder) -> int | None:

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import checkpoint, recipes, task
+from pipeline.resources import DECODE_THREADS
 from pipeline.build import failure as build_failure
 from pipeline.cli import run_cli
 from pipeline.prompts import PAST_BOUNDARY, WITHOUT_SLIDING_WINDOW
@@ -238,7 +239,7 @@ COST_ONLY = ("fidelity to a trained model", "random untrained weights in the pub
 
 
 def validate_folder(folder: Path | None, checkpoint_folder: Path, reference_folder: Path, spec: dict,
-                    adapter: str | None = None, threads: int = 2) -> dict:
+                    adapter: str | None = None, threads: int = DECODE_THREADS) -> dict:
     """Validate the artifact in `folder` as `spec` (pipeline.recipes.artifact) describes it, in the runtime of
     its target (or the adapter module named), computing on `threads` cores."""
     # every record names its profile, a refused or unbuilt artifact's too (references before profiles were full)
@@ -286,7 +287,7 @@ def main(argv=None):
     parser.add_argument("--checkpoint", required=True, type=Path, help="the checkpoint it was built from")
     parser.add_argument("--reference", required=True, type=Path, help="the checkpoint's reference folder")
     parser.add_argument("--out", required=True, type=Path)
-    parser.add_argument("--threads", type=int, default=2, help="cores the runtime computes on (the rule's threads)")
+    parser.add_argument("--threads", type=int, default=DECODE_THREADS, help="cores the runtime computes on (the rule's threads)")
     args = parser.parse_args(argv)
     recipe = recipes.load_supported(args.recipe)
     record = validate_folder(args.folder, args.checkpoint, args.reference,

@@ -120,7 +120,7 @@ def checkpoint_mem_mb(wildcards, input):
 def decode_threads(wildcards, input):
     """The reference's and a validation's: 2 on a real checkpoint (as rule machine measures the bandwidth with),
     one on a fixture."""
-    return resources.threads(input.checkpoint, 2)
+    return resources.threads(input.checkpoint, resources.DECODE_THREADS)
 
 
 def validation_mem_mb(wildcards, input):

@@ -71,7 +71,7 @@ rule machine:
         "logs/machine.log",
     benchmark:
         "benchmarks/machine.tsv"
-    threads: 2
+    threads: resources.DECODE_THREADS
     resources:
         mem_mb=1500,
         runtime=5,
