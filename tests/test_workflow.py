@@ -88,6 +88,12 @@ def test_alternatives_add_each_targets_other_settings_to_the_plan(repo_copy):
         assert f"{name}.validation.json" in planned and f"{name}.validation.json" not in plain, name
 
 
+def planned_jobs(dry_run_output: str) -> list[tuple[str, str]]:
+    """A dry run's jobs as (rule, the lines it prints for the job)."""
+    parts = re.split(r"^(?:local)?rule (\w+):$", dry_run_output, flags=re.M)[1:]
+    return list(zip(parts[::2], parts[1::2]))
+
+
 @pytest.mark.parametrize("profile", ["local", "slurm"])
 def test_each_profile_plans_the_same_jobs(repo_copy, profile):
     """profiles/<name> (--workflow-profile) changes where jobs run, not what runs; a dry run submits nothing."""
@@ -95,8 +101,7 @@ def test_each_profile_plans_the_same_jobs(repo_copy, profile):
     result = run([SNAKEMAKE, "all", "--dry-run", "--workflow-profile", f"profiles/{profile}"], cwd=repo_copy)
     assert f"Using workflow specific profile profiles/{profile}" in result.stdout + result.stderr
     assert job_counts(result.stdout) == plain
-    jobs = re.split(r"^(?:local)?rule (\w+):$", result.stdout, flags=re.M)[1:]
-    planned = [body for name, body in zip(jobs[::2], jobs[1::2]) if name != "all"]
+    planned = [job for rule, job in planned_jobs(result.stdout) if rule != "all"]
     assert len(planned) == plain["total"] - plain["all"] and all("runtime=" in body for body in planned)
     if profile == "slurm":
         assert all("slurm_partition=" in body and "slurm_account=" in body for body in planned)
@@ -121,8 +126,8 @@ def test_resources_come_from_the_checkpoint_once_it_exists(pipeline_run):
     memory = recipes.artifact(recipes.load(model), "gguf", "Q4_K_M")["memory"]  # its target's, measured
     assert f"mem_mb={int(memory['base_mb'] + memory['per_weights_mb'] * weights_mb)}," in planned
     assert f"runtime={resources.runtime_min(ARTIFACTS / model / 'checkpoint')}" in planned
-    jobs = re.split(r"^(?:local)?rule ", planned, flags=re.M)
-    [job] = [j for j in jobs if j.startswith("build:") and f"model={model}, target=gguf, artifact=Q4_K_M\n" in j]
+    [job] = [job for rule, job in planned_jobs(planned)
+             if rule == "build" and f"model={model}, target=gguf, artifact=Q4_K_M\n" in job]
     # Q4_K_M's 2 threads (targets.yaml) at a real size; a fixture's few MB get one core, which Snakemake leaves unsaid
     assert weights_mb < resources.ONE_CORE_BELOW_MB and "mem_mb=" in job and "threads:" not in job
     # a validation's and a calibration stage's memory are their target's own (`validation`, `calibration`)
@@ -130,8 +135,7 @@ def test_resources_come_from_the_checkpoint_once_it_exists(pipeline_run):
     planned = run([SNAKEMAKE, f"artifacts/{model}/gguf/Q4_K_M-imatrix.validation.json", "--dry-run", "--cores", "2",
                    "--forcerun", "calibrate", "validate"]).stdout
     for rule, memory in (("validate", gguf["validation"]["memory"]), ("calibrate", gguf["calibration"]["memory"])):
-        [job] = [j for j in re.split(r"^(?:local)?rule ", planned, flags=re.M)
-                 if j.startswith(f"{rule}:") and f"model={model}, target=gguf" in j]
+        [job] = [job for name, job in planned_jobs(planned) if name == rule and f"model={model}, target=gguf" in job]
         assert f"mem_mb={int(memory['base_mb'] + memory['per_weights_mb'] * weights_mb)}," in job, rule
 
 
