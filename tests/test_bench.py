@@ -2,8 +2,10 @@
 0.6 GB): every stage it is asked for runs through the workflow, its figures are Snakemake's own benchmark files,
 beside the tool by hand. Figures are the benchmark's to print; here only that they were measured."""
 import json
+import sys
 
 from conftest import ARTIFACTS, SNAKEMAKE, TORCH_PYTHON, read_json, run
+from pipeline.bench import measure
 from pipeline.fixtures import shapes
 
 PYTHON = SNAKEMAKE.parent / "python"
@@ -32,3 +34,11 @@ def test_reference_load_benchmark_prints_both_loads(pipeline_run):
     out = run([TORCH_PYTHON, "-m", "pipeline.bench.reference_load", ARTIFACTS / "fixture-phi-3-mini-4k" / "checkpoint"])
     row = next(line for line in out.stdout.splitlines() if line.startswith("float32 load"))
     assert len(row.split()) == 8 and all(float(value) > 0 for value in row.split()[2:])
+
+
+def test_a_tool_that_writes_more_than_a_pipe_holds_is_measured_to_its_end():
+    """onnxruntime's k_quant writes a progress bar of about 1 MB to stderr; the measurement waits for the tool
+    without reading its output as it goes, which a pipe would have stopped at 64 KB."""
+    writer = "import sys, time; sys.stderr.write('x' * 2**20); time.sleep(0.2)"
+    figures = measure(["timeout", "60", sys.executable, "-c", writer])  # a stopped tool fails, it does not hang
+    assert figures["wall_s"] >= 0.2 and figures["peak_rss_mb"] > 0

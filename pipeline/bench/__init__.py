@@ -20,13 +20,16 @@ from pipeline import recipes
 
 def measure(command: list, env: dict | None = None, cwd=None) -> dict:
     """Run a command to completion; its wall time and the peak resident memory of it and its children."""
-    started = time.perf_counter()
-    process = subprocess.Popen([str(c) for c in command], cwd=cwd, env={**os.environ, **(env or {})},
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(process.pid, 0)
-    wall = time.perf_counter() - started
-    stderr = process.stderr.read().decode(errors="replace")
-    process.stderr.close()
+    # stderr to a file, not a pipe: wait4 reads nothing while it waits, and a tool that writes more than a pipe
+    # holds (k_quant's progress bar) would stop there
+    with tempfile.TemporaryFile() as log:
+        started = time.perf_counter()
+        process = subprocess.Popen([str(c) for c in command], cwd=cwd, env={**os.environ, **(env or {})},
+                                   stdout=subprocess.DEVNULL, stderr=log)
+        _, status, usage = os.wait4(process.pid, 0)
+        wall = time.perf_counter() - started
+        log.seek(0)
+        stderr = log.read().decode(errors="replace")
     if os.waitstatus_to_exitcode(status) != 0:
         raise RuntimeError(f"{command} failed:\n{stderr[-2000:]}")
     return {"wall_s": wall, "peak_rss_mb": usage.ru_maxrss / 1024}  # ru_maxrss is in KiB on Linux
