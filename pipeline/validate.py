@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import checkpoint, recipes, task
-from pipeline.resources import DECODE_THREADS
 from pipeline.build import failure as build_failure
 from pipeline.cli import run_cli
 from pipeline.prompts import PAST_BOUNDARY, WITHOUT_SLIDING_WINDOW
+from pipeline.resources import DECODE_THREADS
 from pipeline.runtimes.base import Runtime, enough, jumps_past_boundary, stand_in, window_kl_before
 from pipeline.validation import (IGNORES_SLIDING_WINDOW, ArtifactError, Reference, attribute, check, compare_logits,
                                  deviation, diverged_at_near_tie, first_difference, greedy_agreement, near_ties,
@@ -287,7 +287,8 @@ def main(argv=None):
     parser.add_argument("--checkpoint", required=True, type=Path, help="the checkpoint it was built from")
     parser.add_argument("--reference", required=True, type=Path, help="the checkpoint's reference folder")
     parser.add_argument("--out", required=True, type=Path)
-    parser.add_argument("--threads", type=int, default=DECODE_THREADS, help="cores the runtime computes on (the rule's threads)")
+    parser.add_argument("--threads", type=int, default=DECODE_THREADS,
+                        help="cores the runtime computes on (the rule's threads)")
     args = parser.parse_args(argv)
     recipe = recipes.load_supported(args.recipe)
     record = validate_folder(args.folder, args.checkpoint, args.reference,

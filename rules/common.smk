@@ -118,8 +118,8 @@ def checkpoint_mem_mb(wildcards, input):
 
 
 def decode_threads(wildcards, input):
-    """The reference's and a validation's: 2 on a real checkpoint (as rule machine measures the bandwidth with),
-    one on a fixture."""
+    """The reference's and a validation's: resources.DECODE_THREADS on a real checkpoint (as rule machine measures
+    the bandwidth with), one on a fixture."""
     return resources.threads(input.checkpoint, resources.DECODE_THREADS)
 
 
