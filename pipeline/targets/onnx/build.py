@@ -159,12 +159,13 @@ def ship_checkpoint_tokenizer(source: Path, out: Path, facts: dict):
 def build(checkpoint: Path, spec: dict, facts: dict, out: Path, base: Path | None = None, threads: int = 1):
     options = spec["options"]
     check_options(spec["device"], options)
-    graph_options = {"precision": FLOAT_GRAPH[spec["device"]]} if by_tensor(options, facts) else options
+    tensor_at_a_time = by_tensor(options, facts)
+    graph_options = {"precision": FLOAT_GRAPH[spec["device"]]} if tensor_at_a_time else options
     with tempfile.TemporaryDirectory() as cache:
         command = builder_command(sys.executable, checkpoint, out, Path(cache), spec["device"], graph_options)
         print(" ".join(command), flush=True)
         subprocess.run(command, check=True)
-    if by_tensor(options, facts):
+    if tensor_at_a_time:
         quantize_by_tensor(out, options)
     if options.get("quantizer") == "hqq":
         quantize_hqq(out, options)
