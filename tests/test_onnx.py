@@ -90,6 +90,24 @@ def test_int4_quantized_by_tensor_is_the_builders_int4(pipeline_run, tmp_path):
     assert compared["differing_ops"] == ["GroupQueryAttention"]
 
 
+def test_hqq_quantized_by_tensor_is_onnxruntimes_hqq(pipeline_run, tmp_path):
+    """HQQ is quantized a weight at a time: the same weights and nodes as onnxruntime's HQQ quantizer run by hand
+    on the builder's fp32 graph, which holds the whole graph in memory."""
+    artifact = "cpu_and_mobile/cpu-int4-hqq-block-32"
+    spec = BUILT[artifact]
+    fp32, by_hand = tmp_path / "fp32", tmp_path / "hqq"
+    by_hand.mkdir()
+    run(builder_command(PYTHON, ARTIFACTS / MODEL / "checkpoint", fp32, tmp_path / "cache", spec["device"],
+                        {"precision": "fp32"}))
+    run([PYTHON, "-m", "onnxruntime.quantization.matmul_nbits_quantizer", "--input_model", fp32 / "model.onnx",
+         "--output_model", by_hand / "model.onnx", "--block_size", spec["options"]["block_size"],
+         "--quant_method", "hqq"])
+    compared = json.loads(run([PYTHON, "-c", COMPARE_GRAPHS, ARTIFACTS / MODEL / "onnx" / artifact / "model.onnx",
+                               by_hand / "model.onnx"]).stdout)
+    assert compared["initializers"] > 0 and compared["same_initializers"] and compared["same_node_names"]
+    assert compared["differing_ops"] == ["GroupQueryAttention"]
+
+
 def test_recipe_shows_in_the_graph(pipeline_run):
     for artifact, spec in BUILT.items():
         found = validation(MODEL, artifact)["checks"]["quantization"]

@@ -85,7 +85,6 @@ def quantize_by_tensor(folder: Path, options: dict):
     """Replace the float MatMuls of folder/model.onnx with int4 MatMulNBits as the builder's int4 would, in place,
     one weight in memory at a time."""
     import onnx
-    from onnx.external_data_helper import load_external_data_for_model
     from onnxruntime.quantization.neural_compressor import rtn_quantize
 
     settings = {**BUILDER_DEFAULTS, **options}
@@ -93,28 +92,38 @@ def quantize_by_tensor(folder: Path, options: dict):
     config = {node.name: {"bits": 4, "group_size": settings["block_size"],
                           "scheme": "sym" if settings["is_symmetric"] else "asym"}
               for node in model.graph.node if node.op_type == "MatMul"}
-    with contextlib.chdir(folder):  # rtn_quantize reads a graph's external data relative to the working directory
+    with contextlib.chdir(folder):  # the quantizers read a graph's external data relative to the working directory
         model = rtn_quantize(model, weight_config=config, accuracy_level=settings["accuracy_level"],
                              algorithm=BY_TENSOR[settings["algo_config"]]).model
-        load_external_data_for_model(model, ".")  # what stays float: embeddings, norms
-    (folder / "model.onnx").unlink()
-    (folder / "model.onnx.data").unlink()
-    onnx.save_model(model, str(folder / "model.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
-                    location="model.onnx.data", size_threshold=0)
+    replace_graph(folder, model)
 
 
 def quantize_hqq(folder: Path, options: dict):
-    """Replace the fp32 MatMuls of folder/model.onnx with HQQ-quantized int4 MatMulNBits, in place."""
+    """Replace the fp32 MatMuls of folder/model.onnx with HQQ-quantized int4 MatMulNBits, in place, one weight in
+    memory at a time."""
     import onnx
     from onnxruntime.quantization.matmul_nbits_quantizer import HQQWeightOnlyQuantConfig, MatMulNBitsQuantizer
 
     block_size = options.get("block_size", 32)
-    quantizer = MatMulNBitsQuantizer(onnx.load(str(folder / "model.onnx")), block_size=block_size,
-                                     algo_config=HQQWeightOnlyQuantConfig(block_size=block_size, bits=4))
-    quantizer.process()
+    model = onnx.load(str(folder / "model.onnx"), load_external_data=False)
+    with contextlib.chdir(folder):
+        quantizer = MatMulNBitsQuantizer(model, block_size=block_size,
+                                         algo_config=HQQWeightOnlyQuantConfig(block_size=block_size, bits=4))
+        quantizer.process()
+    replace_graph(folder, quantizer.model.model)
+
+
+def replace_graph(folder: Path, model):
+    """Write a quantized graph over folder/model.onnx and its data, every tensor external as the builder writes
+    them, after reading from the old data what the graph keeps of it (embeddings, norms)."""
+    import onnx
+    from onnx.external_data_helper import load_external_data_for_model
+
+    load_external_data_for_model(model, str(folder))
     (folder / "model.onnx").unlink()
     (folder / "model.onnx.data").unlink()
-    quantizer.model.save_model_to_file(str(folder / "model.onnx"), use_external_data_format=True)
+    onnx.save_model(model, str(folder / "model.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="model.onnx.data", size_threshold=0)
 
 
 def attention_window(facts: dict) -> int:
