@@ -201,6 +201,7 @@ def facts(folder: Path, overrides: dict | None = None) -> dict:
         "sliding_window": config.get("sliding_window"),
         "rope_type": rope.get("type") or rope.get("rope_type"),
         "vocab_size": config["vocab_size"],
+        "hidden_size": config["hidden_size"],
         "tied_embeddings": bool(config.get("tie_word_embeddings")),
         "weights_bytes": sum(p.stat().st_size for p in weight_files(folder)),
     }

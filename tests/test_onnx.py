@@ -76,18 +76,23 @@ print(json.dumps({
 """
 
 
-def test_int4_quantized_by_tensor_is_the_builders_int4(pipeline_run, tmp_path):
+@pytest.mark.parametrize("model, differing_ops", [
+    ("fixture-phi-3-mini-4k", ["GroupQueryAttention"]),  # the artifact sets the sliding window in its attention
+    ("fixture-phi-4-mini", []),  # tied embeddings: the lookup gathers from the lm_head's int4 blocks
+])
+def test_int4_quantized_by_tensor_is_the_builders_int4(pipeline_run, tmp_path, model, differing_ops):
     """k_quant is quantized a weight at a time from the builder's fp32 graph (BY_TENSOR in
-    pipeline/targets/onnx/build.py): the same weights and nodes as the builder's own int4 of the same options,
-    but for the sliding window the artifact sets in its attention."""
+    pipeline/targets/onnx/build.py): the same weights and nodes as the builder's own int4 of the same options."""
     spec = BUILT[CPU_INT4]
+    build_log = (ROOT / "logs" / model / "onnx" / f"{CPU_INT4}.log").read_text()
+    assert " -p fp32 " in build_log  # the build asked the builder for the float graph, not for its int4
     builders = tmp_path / "builders-int4"
-    run(builder_command(PYTHON, ARTIFACTS / MODEL / "checkpoint", builders, tmp_path / "cache", spec["device"],
+    run(builder_command(PYTHON, ARTIFACTS / model / "checkpoint", builders, tmp_path / "cache", spec["device"],
                         spec["options"]))
-    compared = json.loads(run([PYTHON, "-c", COMPARE_GRAPHS, ARTIFACTS / MODEL / "onnx" / CPU_INT4 / "model.onnx",
+    compared = json.loads(run([PYTHON, "-c", COMPARE_GRAPHS, ARTIFACTS / model / "onnx" / CPU_INT4 / "model.onnx",
                                builders / "model.onnx"]).stdout)
     assert compared["initializers"] > 0 and compared["same_initializers"] and compared["same_node_names"]
-    assert compared["differing_ops"] == ["GroupQueryAttention"]
+    assert compared["differing_ops"] == differing_ops
 
 
 def test_hqq_quantized_by_tensor_is_onnxruntimes_hqq(pipeline_run, tmp_path):

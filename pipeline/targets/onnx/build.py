@@ -34,11 +34,12 @@ INVALID = {
 # int4 methods quantized from the builder's float graph by onnxruntime's rtn_quantize, the function the builder itself
 # calls, with the builder's node configs: handed a graph whose weights stay on disk it reads one weight at a time and
 # drops it once quantized, where the builder quantizes its whole graph in memory beside the checkpoint (3x the bf16
-# weights at Phi-3-mini's shape). Same bytes as the builder's int4 on every fixture with untied embeddings; with tied
-# ones the builder also quantizes the embedding for its shared GatherBlockQuantized, so those stay with the builder.
+# weights at Phi-3-mini's shape). With tied embeddings the embedding is then gathered from the lm_head's int4 blocks,
+# as the builder's int4 does. Same bytes as the builder's int4 on every fixture.
 BY_TENSOR = {"rtn": "RTN", "k_quant": "k_quant"}
 BUILDER_DEFAULTS = {"block_size": 32, "accuracy_level": 0, "is_symmetric": True}  # the builder's QuantConfig
 FLOAT_GRAPH = {"cpu": "fp32", "cuda": "fp16", "dml": "fp16"}  # the builder's io precision of an int4 graph
+EMBEDDING = "/model/embed_tokens"  # the builder's name of the embedding lookup, which it ties to the lm_head
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json",
                    "added_tokens.json")
 
@@ -77,8 +78,11 @@ def builder_command(python: str, source: Path, out: Path, cache: Path, device: s
 
 
 def by_tensor(options: dict, facts: dict) -> bool:
+    """Whether to quantize a weight at a time; not for tied embeddings whose rows do not fill whole blocks (the
+    builder slices such a lookup's padding off, which share_quantized_embedding does not)."""
+    block_size = options.get("block_size", BUILDER_DEFAULTS["block_size"])
     return (options["precision"] == "int4" and options.get("algo_config") in BY_TENSOR
-            and not facts["tied_embeddings"])
+            and not (facts["tied_embeddings"] and facts["hidden_size"] % block_size))
 
 
 def quantize_by_tensor(folder: Path, options: dict):
@@ -95,7 +99,43 @@ def quantize_by_tensor(folder: Path, options: dict):
     with contextlib.chdir(folder):  # the quantizers read a graph's external data relative to the working directory
         model = rtn_quantize(model, weight_config=config, accuracy_level=settings["accuracy_level"],
                              algorithm=BY_TENSOR[settings["algo_config"]]).model
+    if f"{EMBEDDING}/Transpose" in {node.name for node in model.graph.node}:
+        share_quantized_embedding(model, settings["block_size"])
     replace_graph(folder, model)
+
+
+def share_quantized_embedding(model, block_size: int):
+    """With tied embeddings the float graph gathers the embedding from the transposed float lm_head weight. Once
+    the lm_head is int4, gather from its int4 blocks (GatherBlockQuantized) and keep no float copy, as the builder's
+    int4 does, with its node names."""
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    nodes = {node.name: node for node in graph.node}
+    transpose, gather = nodes[f"{EMBEDDING}/Transpose"], nodes[f"{EMBEDDING}/Gather"]
+    lm_head = next(node for node in graph.node
+                   if node.op_type == "MatMulNBits" and node.input[1].startswith(f"{transpose.input[0]}_Q"))
+    blocks = next(tensor for tensor in graph.initializer if tensor.name == lm_head.input[1])
+    shape = [blocks.dims[0], blocks.dims[1] * blocks.dims[2]]  # one row of packed int4 per token
+    shape_name = f"/model/constants/INT64/{shape}"
+    rows, looked_up = f"{EMBEDDING}/Reshape/output_0", f"{EMBEDDING}/GatherBlockQuantized/output_0"
+    lookup = [
+        helper.make_node("Constant", [], [shape_name], name=f"/model/constant_nodes/INT64/{shape}",
+                         value=numpy_helper.from_array(np.array(shape, np.int64), shape_name)),
+        helper.make_node("Reshape", [blocks.name, shape_name], [rows], name=f"{EMBEDDING}/Reshape"),
+        helper.make_node("GatherBlockQuantized", [rows, gather.input[1], *lm_head.input[2:]], [looked_up],
+                         name=f"{EMBEDDING}/GatherBlockQuantized", domain="com.microsoft", bits=4,
+                         block_size=block_size, gather_axis=0, quantize_axis=1),
+    ]
+    kept = [node for node in graph.node if node not in (transpose, gather)]
+    for node in kept:
+        node.input[:] = [looked_up if name == gather.output[0] else name for name in node.input]
+    at = list(graph.node).index(transpose)
+    graph.ClearField("node")
+    graph.node.extend(kept[:at] + lookup + kept[at:])
+    float_weight = next(tensor for tensor in graph.initializer if tensor.name == transpose.input[0])
+    graph.initializer.remove(float_weight)
 
 
 def quantize_hqq(folder: Path, options: dict):
