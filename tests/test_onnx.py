@@ -95,6 +95,24 @@ def test_int4_quantized_by_tensor_is_the_builders_int4(pipeline_run, tmp_path, m
     assert compared["differing_ops"] == differing_ops
 
 
+K_QUANT_BY_ROWS = """
+import json
+import numpy as np
+from onnxruntime.quantization.neural_compressor import weight_only
+from pipeline.targets.onnx.build import K_QUANT_ROWS, k_quant_by_rows
+upstream = weight_only.quant_tensor_k_quant_cpu
+weight = np.random.default_rng(0).standard_normal((96, 2 * K_QUANT_ROWS + 100), np.float32).T  # transposed, as given
+ours, theirs = k_quant_by_rows(upstream, weight, 4, 32), upstream(weight, 4, 32)
+print(json.dumps([a.dtype == b.dtype and np.array_equal(a, b) for a, b in zip(ours, theirs)]))
+"""
+
+
+def test_k_quant_by_rows_is_onnxruntimes_k_quant():
+    """k_quant a slice of rows at a time: the same weights, scales and zero points as onnxruntime's whole-weight
+    k_quant, on a weight of three slices (the fixtures' weights fit in one)."""
+    assert json.loads(run([PYTHON, "-c", K_QUANT_BY_ROWS]).stdout) == [True, True, True]
+
+
 def test_hqq_quantized_by_tensor_is_onnxruntimes_hqq(pipeline_run, tmp_path):
     """HQQ is quantized a weight at a time: the same weights and nodes as onnxruntime's HQQ quantizer run by hand
     on the builder's fp32 graph, which holds the whole graph in memory."""
