@@ -303,7 +303,8 @@ class LlamaCpp(Runtime):
                     "mean_cosine": cosine, "top1_agreement": agreement}
         return check(median >= READER_MIN_MEDIAN_COSINE,
                      f"transformers reading the GGUF disagrees with llama.cpp: median logit cosine {median:.4f} "
-                     f"(min {READER_MIN_MEDIAN_COSINE}), mean {cosine:.4f}, top-1 agreement {agreement:.3f}",
+                     f"(required: at least {READER_MIN_MEDIAN_COSINE}), mean {cosine:.4f}, "
+                     f"top-1 agreement {agreement:.3f}",
                      median_cosine=median, mean_cosine=cosine, min_cosine=float(np.min(cosines)),
                      top1_agreement=agreement,
                      positions=len(cosines), reader=f"transformers {transformers.__version__}")
