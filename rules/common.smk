@@ -98,8 +98,8 @@ def spec(wildcards):
 
 # What a job's output does not depend on, left out of its params (Snakemake reruns a job whose params changed):
 # resources re-plan a job, thresholds re-judge an artifact, neither rebuilds it.
-NOT_BUILT_FROM = ("threads", "memory", "walltime", "thresholds")
-NOT_JUDGED_BY = ("threads", "memory", "walltime")  # validate and publish
+NOT_BUILT_FROM = ("threads", "memory", "validation_memory", "walltime", "thresholds")
+NOT_JUDGED_BY = ("threads", "memory", "validation_memory", "walltime")  # validate and publish
 
 
 def build_params(wildcards):
@@ -124,10 +124,9 @@ def decode_threads(wildcards, input):
 
 
 def validation_mem_mb(wildcards, input):
-    """The target's `validation: {memory}` in recipes/targets.yaml (measured by the scale benchmark), else the
-    default."""
-    return resources.mem_mb(input.checkpoint, TARGETS[wildcards.target].get("validation", {}).get(
-        "memory", recipes.DEFAULT_MEMORY))
+    """The artifact's or its target's `validation: {memory}` in recipes/targets.yaml (measured by the scale
+    benchmark), else the default."""
+    return resources.mem_mb(input.checkpoint, spec(wildcards)["validation_memory"])
 
 
 def calibration_mem_mb(wildcards, input):
