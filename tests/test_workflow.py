@@ -130,13 +130,20 @@ def test_resources_come_from_the_checkpoint_once_it_exists(pipeline_run):
              if rule == "build" and f"model={model}, target=gguf, artifact=Q4_K_M\n" in job]
     # Q4_K_M's 2 threads (targets.yaml) at a real size; a fixture's few MB get one core, which Snakemake leaves unsaid
     assert weights_mb < resources.ONE_CORE_BELOW_MB and "mem_mb=" in job and "threads:" not in job
-    # a validation's and a calibration stage's memory are their target's own (`validation`, `calibration`)
-    gguf = recipes.targets()["targets"]["gguf"]
-    planned = run([SNAKEMAKE, f"artifacts/{model}/gguf/Q4_K_M-imatrix.validation.json", "--dry-run", "--cores", "2",
+    # a validation's and a calibration stage's memory are their target's own (`validation`, `calibration`), or the
+    # artifact's where it has its own (the fp16 graphs on onnxruntime's CPU provider)
+    targets = recipes.targets()["targets"]
+    fp16 = targets["onnx"]["artifacts"]["cuda/cuda-fp16"]["validation"]["memory"]
+    assert fp16 != targets["onnx"]["validation"]["memory"]
+    planned = run([SNAKEMAKE, f"artifacts/{model}/gguf/Q4_K_M-imatrix.validation.json",
+                   f"artifacts/{model}/onnx/cuda/cuda-fp16.validation.json", "--dry-run", "--cores", "2",
                    "--forcerun", "calibrate", "validate"]).stdout
-    for rule, memory in (("validate", gguf["validation"]["memory"]), ("calibrate", gguf["calibration"]["memory"])):
-        [job] = [job for name, job in planned_jobs(planned) if name == rule and f"model={model}, target=gguf" in job]
-        assert f"mem_mb={int(memory['base_mb'] + memory['per_weights_mb'] * weights_mb)}," in job, rule
+    for rule, target, memory in (("validate", "gguf", targets["gguf"]["validation"]["memory"]),
+                                 ("calibrate", "gguf", targets["gguf"]["calibration"]["memory"]),
+                                 ("validate", "onnx", fp16)):
+        [job] = [job for name, job in planned_jobs(planned)
+                 if name == rule and f"model={model}, target={target}" in job]
+        assert f"mem_mb={int(memory['base_mb'] + memory['per_weights_mb'] * weights_mb)}," in job, (rule, target)
 
 
 # One fixture's stages, each job in a shadow directory that holds only its declared inputs (as on a cluster node
