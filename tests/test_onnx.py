@@ -103,13 +103,14 @@ from pipeline.targets.onnx.build import K_QUANT_ROWS, k_quant_by_rows
 upstream = weight_only.quant_tensor_k_quant_cpu
 weight = np.random.default_rng(0).standard_normal((96, 2 * K_QUANT_ROWS + 100), np.float32).T  # transposed, as given
 ours, theirs = k_quant_by_rows(upstream, weight, 4, 32), upstream(weight, 4, 32)
+theirs = (theirs[0].astype("uint8"), *theirs[1:])  # as rtn_quantize stores upstream's whole-number float64 values
 print(json.dumps([a.dtype == b.dtype and np.array_equal(a, b) for a, b in zip(ours, theirs)]))
 """
 
 
 def test_k_quant_by_rows_is_onnxruntimes_k_quant():
-    """k_quant a slice of rows at a time: the same weights, scales and zero points as onnxruntime's whole-weight
-    k_quant, on a weight of three slices (the fixtures' weights fit in one)."""
+    """k_quant a slice of rows at a time: the same weights (as the uint8 rtn_quantize stores), scales and zero points
+    as onnxruntime's whole-weight k_quant, on a weight of three slices (the fixtures' weights fit in one)."""
     assert json.loads(run([PYTHON, "-c", K_QUANT_BY_ROWS]).stdout) == [True, True, True]
 
 

@@ -111,11 +111,12 @@ def quantize_by_tensor(folder: Path, options: dict):
 def k_quant_by_rows(k_quant, weight, num_bits: int, group_size: int):
     """onnxruntime's k_quant of a (transposed) weight, K_QUANT_ROWS rows at a time. Upstream computes a whole weight
     at once in about eight temporaries of its size in float32 and float64: 23 GB for Phi-4-mini's 200064-row lm_head.
-    Its blocks are independent, so slices of rows give the same bytes."""
+    Its blocks are independent, so slices of rows give the same bytes. The quantized values are whole numbers held
+    in float64, which rtn_quantize casts to uint8: kept as uint8 here, 1/8 of the memory."""
     import numpy as np
 
     blocks_per_row = weight.shape[1] // group_size
-    quantized = np.empty((weight.shape[0] * blocks_per_row, group_size), np.float64)
+    quantized = np.empty((weight.shape[0] * blocks_per_row, group_size), np.uint8)
     scales = np.empty((len(quantized), 1), np.float64)
     zero_points = np.empty((len(quantized), 1), np.uint8)
     for start in range(0, weight.shape[0], K_QUANT_ROWS):
