@@ -109,8 +109,8 @@ def artifact(recipe: dict, target: str, name: str, table: dict | None = None) ->
             "calibrated": spec.get("calibrated", False),
             "threads": spec.get("threads", target_spec.get("threads", 1)),
             "memory": spec.get("memory", target_spec.get("memory", DEFAULT_MEMORY)),
-            "validation_memory": spec.get("validation", target_spec.get("validation", {})).get("memory",
-                                                                                            DEFAULT_MEMORY),
+            "validation_memory": spec.get("validation", {}).get("memory", target_spec.get("validation", {}).get(
+                "memory", DEFAULT_MEMORY)),
             "walltime": spec.get("walltime", target_spec.get("walltime", DEFAULT_WALLTIME)),
             "thresholds": thresholds(recipe, spec["precision"]),
             "refused": f"{target}/{name} is not built for {recipe['architecture']}: {refused}" if refused else None}
