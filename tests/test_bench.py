@@ -5,6 +5,7 @@ import json
 import sys
 
 from conftest import ARTIFACTS, SNAKEMAKE, TORCH_PYTHON, read_json, run
+from pipeline import recipes
 from pipeline.bench import measure
 from pipeline.fixtures import shapes
 
@@ -27,6 +28,17 @@ def test_scale_benchmark_measures_each_stage_and_the_tool_by_hand(pipeline_run, 
     assert depth["disk_bytes"]["gguf/F16"] >= depth["weights_bytes"]  # F16 of bf16 weights: no smaller
     assert not (tmp_path / "work" / "repo" / "artifacts").exists(), "each depth's artifacts are removed"
     assert json.loads(out.read_text())["machine"]["cores"] > 0
+
+    # The matrix reads the run back: F16's bytes on disk, the newest run's where two measured it, the rest named
+    later = read_json(out)
+    later["machine"]["measured"] = "9999-12-31T00:00:00Z"
+    later["depths"][0]["disk_bytes"]["gguf/F16"] *= 2
+    (tmp_path / "later.json").write_text(json.dumps(later))
+    table = run([PYTHON, "-m", "pipeline.bench.matrix", tmp_path / "later.json", out, "--layers", "1"]).stdout
+    matrix = recipes.artifacts(recipes.load_supported("scale-phi-3-mini-4k"))
+    assert f"| gguf/F16 | {2 * depth['disk_bytes']['gguf/F16'] / 1e9:.2f} | - | - | - | later.json |" in table
+    assert f"1 of {len(matrix)} artifacts measured" in table
+    assert "not measured at this depth: " in table and "gguf/Q4_K_M," in table
 
 
 def test_reference_load_benchmark_prints_both_loads(pipeline_run):
