@@ -48,7 +48,7 @@ def longrope_by_sequence_length(rotary):
 ROTARY_FIXES = {"longrope_by_sequence_length": longrope_by_sequence_length}
 
 
-def load(folder: Path):
+def load(folder: Path, device: str = "cpu"):
     import transformers
     from safetensors import safe_open
 
@@ -65,12 +65,12 @@ def load(folder: Path):
     fix = ARCHITECTURES[model.config.architectures[0]].reference_rotary_fix
     if fix and model.config.rope_parameters.get("rope_type") == "longrope":
         model.model.rotary_emb.forward = ROTARY_FIXES[fix](model.model.rotary_emb)
-    return tokenizer, model.eval()
+    return tokenizer, model.to(device).eval()
 
 
 @torch.no_grad()
 def teacher_forced(model, ids: list[int]) -> torch.Tensor:
-    return model(torch.tensor([ids])).logits[0].float()
+    return model(torch.tensor([ids], device=model.device)).logits[0].float().cpu()
 
 
 @torch.no_grad()
@@ -103,15 +103,15 @@ def perplexity(logits: torch.Tensor, ids: list[int]) -> float:
 
 @torch.no_grad()
 def greedy(model, ids: list[int], stop_ids: list[int], max_new_tokens: int) -> list[int]:
-    out = model.generate(torch.tensor([ids]), max_new_tokens=max_new_tokens, do_sample=False,
+    out = model.generate(torch.tensor([ids], device=model.device), max_new_tokens=max_new_tokens, do_sample=False,
                          eos_token_id=stop_ids, pad_token_id=stop_ids[0])
     return out[0, len(ids):].tolist()
 
 
 def run(folder: Path, out: Path, max_new_tokens: int, k: int, overrides: dict | None = None,
-        profile: str = "full", log=print) -> dict:
+        profile: str = "full", log=print, device: str = "cpu") -> dict:
     facts = checkpoint.facts(folder, overrides)
-    tokenizer, model = load(folder)
+    tokenizer, model = load(folder, device)
     stop_ids = facts["stop_token_ids"]
     prompt_set = prompts.build(facts, lambda text: tokenizer.encode(text),
                                lambda messages: prompts.chat_ids(tokenizer, messages, facts["chat_template"]),
@@ -148,7 +148,8 @@ def run(folder: Path, out: Path, max_new_tokens: int, k: int, overrides: dict | 
     import transformers
     chat = [r for r in records if r["kind"] == "chat"]
     reference = {
-        "runtime": {"name": "transformers", "version": transformers.__version__, "torch": torch.__version__},
+        "runtime": {"name": "transformers", "version": transformers.__version__, "torch": torch.__version__,
+                    "device": device},
         "dtype": "float32",
         "profile": profile,
         "top_k": k,
@@ -173,15 +174,21 @@ def main(argv=None):
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--top-k", type=int, default=20)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--device", default="cpu", help="torch device to compute on, e.g. cuda (float32 throughout: "
+                                                         "no TF32, torch's default)")
     parser.add_argument("--recipe", help="apply this recipe's overrides (stop tokens, chat template, ...)")
     parser.add_argument("--profile", choices=list(prompts.PROFILES), default="full",
                         help="the validation profile: which chat prompts (pipeline.prompts.PROFILES)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: torch {torch.__version__} sees no CUDA device here; leave --device at "
+                     "cpu or run where one is")
     checkpoint.verify(args.checkpoint)
     overrides = recipes.load_supported(args.recipe).get("overrides") if args.recipe else None
-    reference = run(args.checkpoint, args.out, args.max_new_tokens, args.top_k, overrides, args.profile)
+    reference = run(args.checkpoint, args.out, args.max_new_tokens, args.top_k, overrides, args.profile,
+                    device=args.device)
     summary = reference["summary"]
     print(f"reference: {summary['answered']}/{summary['chat_prompts']} answered, "
           f"{summary['stopped']}/{summary['chat_prompts']} stopped on their own")
