@@ -5,6 +5,9 @@ Generation, end tokens and the tokenizer are genai's own. Teacher-forced logits 
 against `get_logits()`. The prefill does not share genai's past/present buffer: that buffer holds only the
 sliding window + 16 tokens, so a graph that attends past the window (as the builder makes Phi-3) would fail there
 on a long prompt instead of showing, in the long_context and sliding_window checks, what is wrong.
+
+An artifact built for a device runs on that device's provider where the installed package has it
+(onnxruntime-genai-cuda on an NVIDIA host), else on the CPU provider in its place, which its validation names.
 """
 import json
 from pathlib import Path
@@ -18,6 +21,9 @@ from pipeline.targets.onnx.build import attention_window
 
 # genai_config.json provider_options the builder writes for each device, by provider name.
 PROVIDERS = {"cpu": [], "cuda": ["cuda"], "dml": ["dml"]}
+# Whether this onnxruntime-genai package runs a device's provider (onnxruntime-genai-cuda, -directml); an artifact
+# for a device it lacks runs on the CPU provider in its place.
+PROVIDER_AVAILABLE = {"cpu": lambda: True, "cuda": og.is_cuda_available, "dml": og.is_dml_available}
 # What the builder's algo_config writes beyond plain int4 (its table of input names in builders/base.py): k_quant
 # always stores zero points, and the mixed placements put some MatMuls (the last, or chosen layers) in 8 bits.
 ZERO_POINTS_ALGOS = {"k_quant", "k_quant_last", "k_quant_mixed"}
@@ -51,8 +57,10 @@ class Genai(Runtime):
 
     def __init__(self, folder: Path, facts: dict, spec: dict, threads: int):
         self.folder, self.facts, self.spec = folder, facts, spec
+        on_device = PROVIDER_AVAILABLE[spec["device"]]()
+        self.device_used = spec["device"] if on_device else "cpu"
         self.stand_ins = [s for s in [device_stand_in(spec["device"], "onnxruntime-genai's CPU provider on the "
-                                                                      "same graph")] if s]
+                                                                      "same graph")] if s and not on_device]
         self.graph = onnx.load(str(folder / "model.onnx"), load_external_data=False)
         problems = external_data_problems(folder, self.graph)
         if problems:
@@ -60,7 +68,7 @@ class Genai(Runtime):
         self.genai_config = json.loads((folder / "genai_config.json").read_text())
         config = og.Config(str(folder))
         config.overlay(json.dumps({"model": {"decoder": {"session_options": {"intra_op_num_threads": threads}}}}))
-        if spec["device"] != "cpu":
+        if not on_device:
             config.clear_providers()
         self.model = og.Model(config)
         self.tokenizer = og.Tokenizer(self.model)
