@@ -2,12 +2,16 @@
 0.6 GB): every stage it is asked for runs through the workflow, its figures are Snakemake's own benchmark files,
 beside the tool by hand. Figures are the benchmark's to print; here only that they were measured."""
 import json
+import shutil
 import sys
 
-from conftest import ARTIFACTS, SNAKEMAKE, TORCH_PYTHON, read_json, run
+from safetensors.numpy import load_file, save_file
+
+from conftest import ARTIFACTS, ROOT, SNAKEMAKE, TORCH_PYTHON, read_json, run
 from pipeline import recipes
 from pipeline.bench import measure
 from pipeline.fixtures import shapes
+from pipeline.runtimes.base import DEVICES
 
 PYTHON = SNAKEMAKE.parent / "python"
 
@@ -54,3 +58,42 @@ def test_a_tool_that_writes_more_than_a_pipe_holds_is_measured_to_its_end():
     writer = "import sys, time; sys.stderr.write('x' * 2**20); time.sleep(0.2)"
     figures = measure(["timeout", "60", sys.executable, "-c", writer])  # a stopped tool fails, it does not hang
     assert figures["wall_s"] >= 0.2 and figures["peak_rss_mb"] > 0
+
+
+def test_gpu_check_records_what_ran_and_goes_on_where_it_stopped(pipeline_run, tmp_path):
+    """The GPU check's code path on one layer of Phi-3-mini's shape. Without CUDA (as in CI) every stage still
+    runs, on the CPU, and the figures say what did not run on the GPU; a second run reuses what the first did."""
+    python, work, out = ROOT / ".envs" / "onnx" / "bin" / "python", tmp_path / "work", tmp_path / "gpu.json"
+    command = [python, "-m", "pipeline.bench.gpu", "run", "--recipe", "scale-phi-3-mini-4k", "--layers", "1",
+               "--work", work, "--out", out, "--artifacts", "onnx/cuda/cuda-fp16"]
+    run(command)
+    result = read_json(out)
+    assert list(result["stages"]) == ["fixture", "reference", "onnx/cuda/cuda-fp16", "validate/onnx/cuda/cuda-fp16"]
+    for stage, figures in result["stages"].items():
+        assert "error" not in figures and figures["wall_s"] > 0 and figures["max_rss_mb"] > 0, (stage, figures)
+    validation = result["validations"]["onnx/cuda/cuda-fp16"]
+    reference = read_json(work / "reference" / "reference.json")
+    on_gpu = result["host"]["genai_cuda_provider"]
+    assert validation["device"] == {"intended": "cuda", "used": "cuda" if on_gpu else "cpu"}
+    assert any(line.startswith(f"{DEVICES['cuda']}: not run here") for line in validation["not_run"]) != on_gpu
+    assert reference["runtime"]["device"] == ("cuda" if result["host"]["torch_sees_cuda"] else "cpu")
+    assert len(result["not_run"]) == (not result["host"]["torch_sees_cuda"]) + (not on_gpu)
+    assert set(result["checkpoint"]["sha256"]) == {p.name for p in (work / "checkpoint").glob("*.safetensors")}
+
+    run([*command, "--through", "reference"])
+    assert all(figures["reused"] for figures in read_json(out)["stages"].values())
+
+    # Two references side by side: one top logit moved by 0.5 is the largest difference found, and only there
+    moved = tmp_path / "moved"
+    shutil.copytree(work / "reference", moved)
+    logits = load_file(str(moved / "logits.safetensors"))
+    name = reference["prompts"][1]["name"]
+    logits[f"{name}.topk_logits"][3, 0] += 0.5
+    save_file(logits, str(moved / "logits.safetensors"))
+    run([python, "-m", "pipeline.bench.gpu", "compare", "--reference", work / "reference", "--against", moved,
+         "--into", out])
+    comparison = read_json(out)["reference_comparison"]
+    assert comparison["prompts"] == comparison["same_tokens"] == len(reference["prompts"])
+    assert comparison["min_top1_agreement"] == 1.0 and comparison["max_abs_logsumexp"] == 0.0
+    assert abs(comparison["max_abs_top_logit"] - 0.5) < 1e-3
+    assert [p["name"] for p in comparison["by_prompt"] if p["max_abs_top_logit"] > 0] == [name]
