@@ -4,6 +4,9 @@ For each prompt of the prompt set (pipeline.prompts) it stores the token ids, th
 prompts), and per position the top-k logits and the log-sum-exp of the full distribution.
 
     python -m pipeline.reference --checkpoint artifacts/<model>/checkpoint --out artifacts/<model>/reference
+
+--device cuda computes it on a GPU (float32 throughout, as torch defaults: no TF32); the stored numbers are the CPU's
+to within 2e-4 (README "On a GPU").
 """
 import argparse
 import json
@@ -183,8 +186,8 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
-        parser.error(f"--device {args.device}: torch {torch.__version__} sees no CUDA device here; leave --device at "
-                     "cpu or run where one is")
+        raise recipes.RecipeError(f"--device {args.device}: torch {torch.__version__} sees no CUDA device here; leave "
+                                  "--device at cpu, or run where torch has one")
     checkpoint.verify(args.checkpoint)
     overrides = recipes.load_supported(args.recipe).get("overrides") if args.recipe else None
     reference = run(args.checkpoint, args.out, args.max_new_tokens, args.top_k, overrides, args.profile,

@@ -4,7 +4,7 @@ import shutil
 
 import pytest
 
-from conftest import ARTIFACTS, SNAKEMAKE, run
+from conftest import ARTIFACTS, SNAKEMAKE, TORCH_PYTHON, run
 
 MODEL = "phi-3-mini-4k-instruct"  # a real recipe, pointed at a local folder
 
@@ -93,3 +93,14 @@ def test_checkpoint_of_another_architecture_than_the_recipe_says(repo_copy, good
     moe = "fixture-phi-3.5-moe"
     error = snakemake_fails(repo_copy, f"models=[{moe}]", f"sources={{{moe}: {good_checkpoint}}}")
     assert "config.json says architecture Phi3ForCausalLM, the recipe says PhiMoEForCausalLM" in error
+
+
+def test_reference_on_cuda_where_torch_has_none(good_checkpoint, tmp_path):
+    sees_cuda = run([TORCH_PYTHON, "-c", "import torch; print(torch.cuda.is_available())"]).stdout.strip()
+    if sees_cuda == "True":
+        pytest.skip("torch sees a CUDA device here: the reference runs on it (pipeline.bench.gpu)")
+    result = run([TORCH_PYTHON, "-m", "pipeline.reference", "--checkpoint", good_checkpoint, "--out",
+                  tmp_path / "reference", "--device", "cuda"], check=False)
+    assert result.returncode == 2 and not (tmp_path / "reference").exists()
+    [error] = result.stderr.strip().splitlines()
+    assert error.startswith("phi-forge: error: --device cuda: torch ") and "sees no CUDA device" in error
