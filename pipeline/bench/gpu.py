@@ -12,7 +12,8 @@ says so in the validation's not_run list where it does not. Each stage's wall an
 and peak GPU memory (NVML, the whole device's use above its use at the stage's start) are recorded, with the GPU,
 its copy bandwidth and each artifact's decode speed beside that bandwidth's bound. A stage finished by an earlier
 run of the same --work is not run again (its figures are kept): a run stopped by a time limit goes on where it
-stopped. --through reference stops after the reference. Nothing is asserted: figures are printed and written.
+stopped. --through reference stops after the reference; --artifacts takes some of the cuda artifacts only. Nothing is
+asserted: figures are printed and written.
 
     python -m pipeline.bench.gpu compare --reference REF_A --against REF_B --into gpu.json
 
