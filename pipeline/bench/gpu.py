@@ -21,7 +21,6 @@ sets two references of the same checkpoint side by side (the CUDA one against th
 continuations, top-1 agreement per position and the largest difference of the top logit and log-sum-exp.
 """
 import argparse
-import hashlib
 import json
 import os
 import subprocess
@@ -37,6 +36,7 @@ from safetensors.numpy import load_file
 from pipeline import checkpoint, machine, recipes
 from pipeline.atomic import atomic_file
 from pipeline.cli import run_cli
+from pipeline.pull import sha256
 
 DEVICE = "cuda"
 THROUGH = ["reference", "validate"]
@@ -113,14 +113,6 @@ def host() -> dict:
              "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     bandwidth = copy_bandwidth_gb_s()
     return {**facts, **({"gpu_copy_bandwidth_gb_s": round(bandwidth, 1)} if bandwidth else {})}
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        while chunk := file.read(2**24):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def stage(name: str, command: list, work: Path, memory: GpuMemory) -> dict:
