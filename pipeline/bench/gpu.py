@@ -98,7 +98,7 @@ def copy_bandwidth_gb_s(gigabytes: float = 2.0, repeats: int = 10) -> float | No
     return 2 * source.numel() * 4 / best / 1e9
 
 
-def host() -> dict:
+def host(memory: GpuMemory) -> dict:
     """This host, its GPU and the versions of what the stages run on."""
     import torch
     import transformers
@@ -107,7 +107,7 @@ def host() -> dict:
         genai = {"onnxruntime_genai": og.__version__, "genai_cuda_provider": og.is_cuda_available()}
     except ImportError as error:
         genai = {"onnxruntime_genai": None, "genai_cuda_provider": False, "genai_error": str(error)}
-    facts = {**machine.facts(), **GpuMemory().facts(), "torch": torch.__version__,
+    facts = {**machine.facts(), **memory.facts(), "torch": torch.__version__,
              "torch_cuda": torch.version.cuda, "torch_sees_cuda": torch.cuda.is_available(),
              "transformers": transformers.__version__, **genai,
              "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
@@ -143,11 +143,10 @@ def stage(name: str, command: list, work: Path, memory: GpuMemory) -> dict:
 
 def run(recipe_name: str, work: Path, layers: int | None, profile: str, through: str,
         only: list[str] | None = None) -> dict:
-    import torch
     recipe = recipes.load_supported(recipe_name)
     python, memory = sys.executable, GpuMemory()
-    facts = host()
-    on_cuda = torch.cuda.is_available()
+    facts = host(memory)
+    on_cuda = facts["torch_sees_cuda"]
     folder, reference = work / "checkpoint", work / "reference"
     artifacts = [spec for spec in recipes.artifacts(recipe) if spec["device"] == DEVICE
                  and (not only or f"{spec['target']}/{spec['name']}" in only)]
@@ -159,7 +158,7 @@ def run(recipe_name: str, work: Path, layers: int | None, profile: str, through:
                                                   reference, "--recipe", recipe_name, "--profile", profile,
                                                   "--device", DEVICE if on_cuda else "cpu"], work, memory)
     if not on_cuda:
-        not_run.append(f"the reference on CUDA: torch {torch.__version__} sees no CUDA device (it ran on the CPU)")
+        not_run.append(f"the reference on CUDA: torch {facts['torch']} sees no CUDA device (it ran on the CPU)")
     if not facts["genai_cuda_provider"]:
         not_run.append(f"the CUDA provider: onnxruntime-genai {facts['onnxruntime_genai']} has none here "
                        "(onnxruntime-genai-cuda not installed): the cuda artifacts ran on the CPU provider")
